@@ -1,0 +1,5 @@
+"""etld: a self-hosted ETL daemon."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""CLI subcommands: each module exposes `register(subparsers)`."""
+
+from __future__ import annotations

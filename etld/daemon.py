@@ -1,0 +1,208 @@
+"""The daemon: one asyncio process owning every part of etld.
+
+Parts start in order (PostgreSQL pool → migrations → RabbitMQ → consumers →
+scheduler → web) and stop in reverse. One stop event, set by SIGTERM/SIGINT or
+by a dying part, drives a three-phase shutdown: every part stops taking work,
+then in-flight work gets the grace period to finish, then what is left is
+cancelled and logged. A part that dies stops the daemon with exit code 1 instead
+of leaving it limping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import asyncpg
+
+from etld.broker.connection import BrokerConnection
+from etld.config import Config
+from etld.errors import EtldError
+from etld.logs import get_logger
+from etld.seed import seed_from_config
+from etld.store.migrate import migrate
+from etld.store.pool import create_pool
+
+log = get_logger(__name__)
+
+ALL_ROLES = frozenset({"scheduler", "workers", "web"})
+
+
+class Component:
+    """A part of the daemon. Subclasses override the phases they need."""
+
+    name = "component"
+
+    async def start(self) -> None:
+        """Acquire resources and begin work; raise StartupError on failure."""
+
+    async def stop_taking_work(self) -> None:
+        """Phase 1: accept nothing new (cancel consumers, close listeners)."""
+
+    async def drain(self) -> None:
+        """Phase 2: return when in-flight work is done; cancelled at the grace deadline."""
+
+    async def close(self) -> None:
+        """Phase 3: cancel what is left and release resources."""
+
+
+class CallbackComponent(Component):
+    """A component built from plain callables, for simple resources."""
+
+    def __init__(
+        self,
+        name: str,
+        start: Callable[[], Awaitable[None]] | None = None,
+        close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.name = name
+        self._start = start
+        self._close = close
+
+    async def start(self) -> None:
+        if self._start is not None:
+            await self._start()
+
+    async def close(self) -> None:
+        if self._close is not None:
+            await self._close()
+
+
+class Daemon:
+    def __init__(self, config: Config, roles: frozenset[str] = ALL_ROLES) -> None:
+        unknown = roles - ALL_ROLES
+        if unknown:
+            raise ValueError(f"unknown role(s): {', '.join(sorted(unknown))}")
+        self.config = config
+        self.roles = roles
+        self.stop_event = asyncio.Event()
+        self.started = asyncio.Event()
+        self.pool: asyncpg.Pool | None = None
+        self.broker: BrokerConnection | None = None
+        self.failure: str | None = None
+        self._components: list[Component] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # Shared state other parts hang off the daemon (publisher, consumer pool, ...).
+        self.services: dict[str, Any] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self, install_signals: bool = True) -> int:
+        """Start, wait for the stop event, stop. Returns the process exit code."""
+        if install_signals:
+            self._install_signal_handlers()
+        try:
+            await self.start()
+        except EtldError as exc:
+            log.error("startup failed", error=str(exc))
+            await self.shutdown()
+            raise
+        self.started.set()
+        log.info("etld started", roles=sorted(self.roles))
+        await self.stop_event.wait()
+        await self.shutdown()
+        return 1 if self.failure else 0
+
+    async def start(self) -> None:
+        cfg = self.config
+        await migrate(cfg.database.url, timeout=cfg.daemon.connect_timeout)
+        self.pool = await create_pool(
+            cfg.database.url,
+            min_size=cfg.database.min_connections,
+            max_size=cfg.database.max_connections,
+            timeout=cfg.daemon.connect_timeout,
+            command_timeout=cfg.database.command_timeout,
+        )
+        self._components.append(CallbackComponent("postgres", close=self._close_pool))
+        seeded = await seed_from_config(self.pool, cfg)
+        log.info("configuration seeded", **seeded)
+        self.broker = BrokerConnection(
+            cfg.rabbitmq.url,
+            heartbeat=cfg.rabbitmq.heartbeat,
+            connect_timeout=cfg.daemon.connect_timeout,
+        )
+        await self.broker.start()
+        self._components.append(CallbackComponent("rabbitmq", close=self.broker.close))
+        for component in self._role_components():
+            await component.start()
+            self._components.append(component)
+            log.debug("component started", component=component.name)
+
+    def _role_components(self) -> list[Component]:
+        """The parts each role adds, in start order (imported lazily: roles are optional)."""
+        parts: list[Component] = []
+        if "web" in self.roles:
+            from etld.web.app import WebComponent
+
+            parts.append(WebComponent(self))
+        return parts
+
+    async def _close_pool(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def shutdown(self) -> None:
+        grace = self.config.daemon.grace_period
+        parts = list(reversed(self._components))
+        self._components.clear()
+        for part in parts:
+            await self._guard(part, "stop_taking_work", part.stop_taking_work())
+        deadline = time.monotonic() + grace
+        for part in parts:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                await asyncio.wait_for(part.drain(), remaining)
+            except TimeoutError:
+                log.warning("grace period over, cancelling in-flight work", component=part.name)
+            except Exception as exc:
+                log.error("drain failed", component=part.name, error=repr(exc))
+        for part in parts:
+            await self._guard(part, "close", part.close())
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        log.info("etld stopped", failure=self.failure)
+
+    async def _guard(self, part: Component, phase: str, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except Exception as exc:
+            log.error(
+                "component stop phase failed", component=part.name, phase=phase, error=repr(exc)
+            )
+
+    def request_stop(self, reason: str = "requested") -> None:
+        if not self.stop_event.is_set():
+            log.info("stopping", reason=reason)
+            self.stop_event.set()
+
+    def fail(self, component: str, error: BaseException | str) -> None:
+        """A part died: record why and stop the whole daemon (exit code 1)."""
+        if self.failure is None:
+            self.failure = f"{component}: {error}"
+            log.error("component died, stopping daemon", component=component, error=str(error))
+        self.request_stop("component failure")
+
+    def spawn(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A supervised background task: if it raises, the daemon stops."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if exc is not None:
+                self.fail(name, exc)
+
+        task.add_done_callback(done)
+        return task
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)

@@ -1,0 +1,69 @@
+"""Logging: structlog configured once, JSON lines (orjson) off a TTY, console on one.
+
+Per-message context (stage, tier, tenant, job, message id) is bound through
+contextvars by the consumer runner, so every line a handler logs carries it.
+Values under secret-looking keys are masked before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+
+_SECRET_WORDS = ("password", "secret", "token", "authorization", "credential", "api_key")
+
+
+def _mask_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        lowered = key.lower()
+        if any(word in lowered for word in _SECRET_WORDS) and event[key] not in (None, ""):
+            event[key] = "***"
+    return event
+
+
+def _escape_controls(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # On the console a newline or escape sequence inside a value could forge a log line;
+    # JSON output is already safe because orjson escapes them.
+    for key, value in event.items():
+        if isinstance(value, str) and any(ord(ch) < 32 for ch in value):
+            event[key] = value.encode("unicode_escape").decode("ascii")
+    return event
+
+
+def _orjson_dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default or str).decode()
+
+
+def configure_logging(level: str = "info", fmt: str = "auto") -> None:
+    """Configure structlog and the stdlib root logger (used by libraries) in one place."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _mask_secrets,
+    ]
+    renderer: Any
+    if use_json:
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        shared.append(structlog.processors.format_exc_info)
+    else:
+        shared.append(_escape_controls)
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

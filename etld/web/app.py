@@ -1,0 +1,49 @@
+"""Application factory and the web component that serves it inside the daemon."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from etld.daemon import Component, Daemon
+from etld.errors import StartupError
+from etld.logs import get_logger
+from etld.web import health
+from etld.web.keys import DAEMON
+
+log = get_logger(__name__)
+
+
+def create_app(daemon: Daemon) -> web.Application:
+    app = web.Application(client_max_size=daemon.config.web.max_body_bytes)
+    app[DAEMON] = daemon
+    health.add_routes(app)
+    return app
+
+
+class WebComponent(Component):
+    name = "web"
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        cfg = self.daemon.config.web
+        self.runner = web.AppRunner(create_app(self.daemon), access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, cfg.host, cfg.port, shutdown_timeout=1.0)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else cfg.port
+        self.daemon.services["web_port"] = self.port
+        log.info("web server listening", url=f"http://{cfg.host}:{self.port}")
+
+    async def stop_taking_work(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
