@@ -39,4 +39,5 @@ def test_systemd_unit_runs_etld() -> None:
 def test_wheel_bundles_sql_and_console_script() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["project"]["scripts"]["etld"] == "etld.cli:main"
-    assert project["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]["sql"] == "etld/sql"
+    wheel = project["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert wheel["force-include"]["sql"] == "etld/sql"
