@@ -19,6 +19,8 @@ from typing import Any
 import asyncpg
 
 from etld.broker.connection import BrokerConnection
+from etld.broker.publish import Publisher
+from etld.broker.topology import Topology
 from etld.config import Config
 from etld.errors import EtldError
 from etld.logs import get_logger
@@ -124,8 +126,14 @@ class Daemon:
             heartbeat=cfg.rabbitmq.heartbeat,
             connect_timeout=cfg.daemon.connect_timeout,
         )
+        # Registered before the first connect so the topology is declared on it and on
+        # every reconnect, ahead of the publisher and consumer callbacks.
+        self.broker.on_connect(Topology(cfg).declare)
         await self.broker.start()
         self._components.append(CallbackComponent("rabbitmq", close=self.broker.close))
+        publisher = Publisher(self.broker, cfg)
+        await publisher.start()
+        self.services["publisher"] = publisher
         for component in self._role_components():
             await component.start()
             self._components.append(component)
@@ -134,6 +142,12 @@ class Daemon:
     def _role_components(self) -> list[Component]:
         """The parts each role adds, in start order (imported lazily: roles are optional)."""
         parts: list[Component] = []
+        if "workers" in self.roles:
+            from etld.workers import default_handlers
+            from etld.workers.pool import ConsumerPool
+
+            handlers = self.services.get("handlers") or default_handlers()
+            parts.append(ConsumerPool(self, handlers=handlers))
         if "web" in self.roles:
             from etld.web.app import WebComponent
 

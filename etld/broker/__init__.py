@@ -1,0 +1,3 @@
+"""RabbitMQ: connection and recovery, topology, confirmed publishing, consuming."""
+
+from __future__ import annotations
