@@ -1,0 +1,5 @@
+"""Imports every built-in source, which registers it; the daemon imports this at start."""
+
+from __future__ import annotations
+
+import etld.sources.jira  # noqa: F401

@@ -1,0 +1,441 @@
+"""A rate-limited JSON API client shared by the sources (Jira now, GitHub next).
+
+One `ApiClient` per integration and extraction item: an aiohttp session whose connector
+checks every resolved address against the URL policy, timeouts, retries with exponential
+backoff on network errors and 5xx, and a limiter per host shared by every client of the
+process, so concurrent requests to an API that asked us to slow down all wait, instead of
+each finding out by itself. Waits the API asks for are taken in place when short; a longer
+wait raises `RateLimited`, which the stage handler turns into a delayed retry of the message
+rather than a handler asleep for minutes. Responses are read in chunks up to a size cap.
+
+Providers differ only in how they say "slow down" and "wrong credentials": `HeaderLimits`
+(`JIRA_LIMITS`, `GITHUB_LIMITS`; a provider with other habits overrides its methods).
+`stage_errors()` maps the client's errors onto the runner's outcomes: `Reject` for what
+retrying cannot fix, `Retry` for a requested wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp.abc import AbstractResolver
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from etld.errors import EtldError, redact_url
+from etld.logs import get_logger
+from etld.sources.urlpolicy import PolicyResolver, UrlPolicy, UrlPolicyError
+from etld.workers.errors import Reject, Retry
+
+log = get_logger(__name__)
+
+MiB = 1024 * 1024
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_TRANSIENT_4XX = frozenset({408, 425})
+Params = Mapping[str, str | int] | Sequence[tuple[str, str | int]] | None
+
+
+class ApiError(EtldError):
+    """A request failed; subclasses say whether retrying can help."""
+
+
+class AuthError(ApiError):
+    """The API refused the credentials (401/403): retrying only burns attempts."""
+
+
+class MalformedResponse(ApiError):
+    """A 2xx answer that is not the JSON the API promises."""
+
+
+class ResponseTooLarge(ApiError):
+    """The answer exceeds `max_response_bytes`; nothing beyond the cap was read."""
+
+
+class HttpStatusError(ApiError):
+    """A 4xx the caller may handle (404 of an optional endpoint, 400 of a bad query)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransientError(ApiError):
+    """Network errors or 5xx outlasting the client's own retries; the runner retries later."""
+
+
+class RateLimited(ApiError):
+    """The API asked for a wait longer than worth taking inside a handler."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+@contextlib.contextmanager
+def stage_errors() -> Iterator[None]:
+    """Translate client errors into the stage runner's outcomes (see module docstring)."""
+    try:
+        yield
+    except RateLimited as exc:
+        raise Retry(delay=exc.delay, reason=str(exc), count=False) from exc
+    except (AuthError, MalformedResponse, ResponseTooLarge, HttpStatusError, UrlPolicyError) as exc:
+        raise Reject(str(exc)) from exc
+
+
+# -- provider hooks ------------------------------------------------------------------------------
+
+
+def retry_after(headers: CIMultiDictProxy[str], now: float) -> float | None:
+    """`Retry-After` in seconds (given as seconds or as an HTTP date)."""
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class HeaderLimits:
+    """Provider hooks: limits told by a remaining-calls header and a reset time (ISO or epoch).
+
+    Jira: 429 + Retry-After, `X-RateLimit-Remaining`, ISO `X-RateLimit-Reset`. GitHub: the
+    same on `x-ratelimit-*` with an epoch reset, and a 403 that is a limit, not a refusal,
+    when nothing remains or a Retry-After comes with it; secondary limits without a header
+    need at least a minute.
+    """
+
+    label: str
+    default_wait: float
+    remaining: str = "X-RateLimit-Remaining"
+    reset: str = "X-RateLimit-Reset"
+    reset_is_epoch: bool = False
+    forbidden_may_be_limit: bool = False
+
+    def limited(self, status: int, headers: CIMultiDictProxy[str]) -> bool:
+        if status == 429:
+            return True
+        return (
+            self.forbidden_may_be_limit
+            and status == 403
+            and (headers.get(self.remaining) == "0" or "Retry-After" in headers)
+        )
+
+    def auth_failed(self, status: int, headers: CIMultiDictProxy[str]) -> bool:
+        return status == 401 or (status == 403 and not self.limited(status, headers))
+
+    def exhausted_for(self, headers: CIMultiDictProxy[str], now: float) -> float | None:
+        if headers.get(self.remaining, "").strip() != "0":
+            return None
+        reset = headers.get(self.reset)
+        try:
+            if self.reset_is_epoch:
+                return max(0.0, float(reset or "") - now)
+            return max(0.0, datetime.fromisoformat(reset or "").timestamp() - now)
+        except ValueError:
+            return self.default_wait
+
+
+JIRA_LIMITS = HeaderLimits("Jira", default_wait=5.0)
+GITHUB_LIMITS = HeaderLimits(
+    "GitHub",
+    default_wait=60.0,
+    remaining="x-ratelimit-remaining",
+    reset="x-ratelimit-reset",
+    reset_is_epoch=True,
+    forbidden_may_be_limit=True,
+)
+
+
+# -- options and the shared per-host limiter -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    timeout: float = 60.0
+    connect_timeout: float = 10.0
+    max_retries: int = 3
+    backoff_base: float = 0.5
+    backoff_cap: float = 8.0
+    # Longer waits become a delayed retry of the message instead of a sleeping handler.
+    max_inline_wait: float = 5.0
+    max_response_bytes: int = 64 * MiB
+    per_host_concurrency: int = 4
+    max_redirects: int = 5
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> HttpOptions:
+        """Options from an integration's `settings["http"]`; unknown keys are ignored."""
+        raw = settings.get("http") or {}
+        if not isinstance(raw, Mapping):
+            return cls()
+        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        if "max_response_mib" in raw:
+            known["max_response_bytes"] = int(float(raw["max_response_mib"]) * MiB)
+        return cls(**known)
+
+
+class HostLimiter:
+    """Concurrency and "wait until" for one host, shared by every client in the process."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.slots = asyncio.Semaphore(concurrency)
+        self.blocked_until = 0.0  # time.monotonic()
+
+    def block(self, seconds: float) -> None:
+        self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
+
+    def wait_needed(self) -> float:
+        return max(0.0, self.blocked_until - time.monotonic())
+
+
+# Keyed by event loop: asyncio primitives must not cross loops (tests run one loop per test).
+_LIMITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, HostLimiter]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def host_limiter(host: str, concurrency: int) -> HostLimiter:
+    per_loop = _LIMITERS.setdefault(asyncio.get_running_loop(), {})
+    if host not in per_loop:
+        per_loop[host] = HostLimiter(concurrency)
+    return per_loop[host]
+
+
+# -- the client ------------------------------------------------------------------------------------
+
+
+class ApiClient:
+    """JSON over HTTP for one integration; use as `async with ApiClient(...) as api:`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        hooks: HeaderLimits,
+        headers: Mapping[str, str] | None = None,
+        policy: UrlPolicy | None = None,
+        options: HttpOptions | None = None,
+        resolver: AbstractResolver | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.hooks = hooks
+        self.policy = policy if policy is not None else UrlPolicy()
+        self.options = options if options is not None else HttpOptions()
+        self.base = self.policy.check_url(self.base_url)
+        self.calls = 0
+        self._headers = dict(headers or {})
+        self._resolver = resolver
+        self._sleep = sleep
+        self._session: aiohttp.ClientSession | None = None
+        self._limiter: HostLimiter | None = None
+
+    async def __aenter__(self) -> ApiClient:
+        opts = self.options
+        connector = aiohttp.TCPConnector(
+            resolver=PolicyResolver(self.policy, self._resolver),
+            limit_per_host=opts.per_host_concurrency,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=opts.timeout, connect=opts.connect_timeout, sock_read=opts.timeout
+            ),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            headers={"Accept": "application/json", "User-Agent": "etld"},
+        )
+        self._limiter = host_limiter(
+            f"{self.base.host}:{self.base.port}", opts.per_host_concurrency
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def get(self, path: str, params: Params = None) -> Any:
+        return await self.request("GET", path, params=params)
+
+    async def post(self, path: str, body: Any, params: Params = None) -> Any:
+        return await self.request("POST", path, params=params, body=body)
+
+    def url(self, path: str) -> URL:
+        """An absolute URL: paths are joined to the base URL, absolute URLs kept."""
+        if path.startswith(("http://", "https://")):
+            return URL(path)
+        return URL(self.base_url + "/" + path.lstrip("/"))
+
+    async def request(
+        self, method: str, path: str, *, params: Params = None, body: Any = None
+    ) -> Any:
+        """The decoded JSON answer of one logical request (retries and redirects included)."""
+        if self._session is None or self._limiter is None:
+            raise RuntimeError("ApiClient used outside `async with`")
+        url = self.url(path)
+        if params:
+            url = url.update_query(params)
+        payload = orjson.dumps(body) if body is not None else None
+        what = f"{method} {redact_url(str(url))}"
+        failures = limited = 0
+        while True:
+            await self._await_budget(what)
+            try:
+                async with self._limiter.slots:
+                    status, headers, data = await self._send(method, url, payload)
+            except UrlPolicyError as exc:
+                raise UrlPolicyError(redact_url(str(url)), exc.rule) from None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                failures += 1
+                reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                if failures > self.options.max_retries:
+                    raise TransientError(
+                        f"{self.hooks.label} request failed: {what}: {reason}"
+                    ) from exc
+                await self._sleep(self._backoff(failures))
+                continue
+            outcome = self._judge(what, status, headers, data, failures, limited)
+            if outcome is None:
+                return self._decode(what, data)
+            kind, wait = outcome
+            if kind == "limited":
+                limited += 1
+            else:
+                failures += 1
+                await self._sleep(wait)
+
+    def _judge(
+        self,
+        what: str,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        data: bytes,
+        failures: int,
+        limited: int,
+    ) -> tuple[str, float] | None:
+        """None for a usable answer; ("limited" | "failed", seconds to wait) to try again;
+        raises when trying again cannot help or the wait is too long to take here."""
+        label, opts = self.hooks.label, self.options
+        assert self._limiter is not None
+        now = time.time()
+        exhausted = self.hooks.exhausted_for(headers, now)
+        if exhausted:
+            self._limiter.block(exhausted)
+        if self.hooks.limited(status, headers):
+            delay = retry_after(headers, now) or exhausted or self.hooks.default_wait
+            self._limiter.block(delay)  # every request to the host waits, not just this one
+            log.info("rate limited", request=what, wait=round(delay, 2))
+            if delay > opts.max_inline_wait or limited >= opts.max_retries:
+                raise RateLimited(f"{label} rate limit: {what} asked to wait {delay:.0f}s", delay)
+            return "limited", delay
+        if self.hooks.auth_failed(status, headers):
+            raise AuthError(f"{label} rejected the credentials for {self.base_url}")
+        if status >= 500 or status in _TRANSIENT_4XX:
+            wait = retry_after(headers, now) or self._backoff(failures + 1)
+            message = f"{label} answered {status} to {what}"
+            if failures >= opts.max_retries:
+                raise TransientError(message)
+            if wait > opts.max_inline_wait:
+                raise RateLimited(f"{message}, asked to wait {wait:.0f}s", wait)
+            return "failed", wait
+        if status >= 400:
+            raise HttpStatusError(f"{label} answered {status} to {what}: {_snippet(data)}", status)
+        return None
+
+    def _decode(self, what: str, data: bytes) -> Any:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedResponse(
+                f"{self.hooks.label} returned a malformed response to {what}: "
+                f"invalid JSON ({exc}); body starts {_snippet(data)}"
+            ) from None
+
+    async def _await_budget(self, what: str) -> None:
+        assert self._limiter is not None
+        wait = self._limiter.wait_needed()
+        if wait > self.options.max_inline_wait:
+            raise RateLimited(f"{self.hooks.label} rate limit: {what} must wait {wait:.0f}s", wait)
+        if wait > 0:
+            await self._sleep(wait)
+
+    def _backoff(self, failures: int) -> float:
+        base = min(self.options.backoff_cap, self.options.backoff_base * 2.0 ** (failures - 1))
+        return base * random.uniform(0.5, 1.0)  # jitter: concurrent clients do not sync up
+
+    async def _send(
+        self, method: str, url: URL, payload: bytes | None
+    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        """One request, following redirects hop by hop, each hop checked by the policy."""
+        assert self._session is not None
+        headers = dict(self._headers)
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        for _ in range(self.options.max_redirects + 1):
+            self.policy.check_url(url)
+            self.calls += 1
+            async with self._session.request(
+                method, url, data=payload, headers=headers, allow_redirects=False
+            ) as response:
+                location = response.headers.get("Location")
+                if response.status in _REDIRECTS and location:
+                    target = url.join(URL(location))
+                    if target.origin() != url.origin():
+                        # Credentials belong to the configured host only.
+                        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+                    if response.status == 303 or (
+                        response.status in (301, 302) and method == "POST"
+                    ):
+                        method, payload = "GET", None
+                        headers.pop("Content-Type", None)
+                    url = target
+                    continue
+                return response.status, response.headers, await self._read(response, url)
+        raise TransientError(
+            f"{self.hooks.label}: more than {self.options.max_redirects} redirects"
+        )
+
+    async def _read(self, response: aiohttp.ClientResponse, url: URL) -> bytes:
+        cap = self.options.max_response_bytes
+        declared = response.content_length
+        if declared is not None and declared > cap:
+            raise ResponseTooLarge(self._too_large(url, cap, f"declares {declared} bytes"))
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in response.content.iter_chunked(256 * 1024):
+            total += len(chunk)
+            if total > cap:
+                raise ResponseTooLarge(self._too_large(url, cap, "exceeded it while reading"))
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, url: URL, cap: int, how: str) -> str:
+        return (
+            f"{self.hooks.label} response to {redact_url(str(url))} is larger than the "
+            f"{cap} byte limit ({how}); raise settings.http.max_response_mib to accept it"
+        )
+
+
+def _snippet(data: bytes, limit: int = 200) -> str:
+    text = data[:limit].decode("utf-8", "replace").replace("\n", " ").strip()
+    return repr(text + ("…" if len(data) > limit else ""))

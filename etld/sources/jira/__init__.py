@@ -1,0 +1,29 @@
+"""The Jira Cloud source: projects, statuses, issues with changelogs, development status,
+and the on-demand custom fields sync. Registered as provider "jira" on import."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from etld.sources.base import Source, Step, register_source
+from etld.sources.jira.steps_dev import DevStatusStep
+from etld.sources.jira.steps_issues import IssuesStep
+from etld.sources.jira.steps_meta import CustomFieldsStep, ProjectsStep, StatusesStep
+
+
+class JiraSource(Source):
+    provider = "jira"
+
+    def steps(self, job_config: dict[str, Any]) -> Sequence[Step]:
+        regular: list[Step] = [ProjectsStep(), StatusesStep(), IssuesStep(), DevStatusStep()]
+        if job_config.get("custom_fields_sync"):
+            # Fields first, so the issues of the same run are read with what was discovered.
+            return [CustomFieldsStep(), *regular]
+        return regular
+
+    def all_steps(self) -> Sequence[Step]:
+        return [*self.steps({}), CustomFieldsStep()]
+
+
+register_source("jira", JiraSource)
