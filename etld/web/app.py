@@ -7,16 +7,29 @@ from aiohttp import web
 from etld.daemon import Component, Daemon
 from etld.errors import StartupError
 from etld.logs import get_logger
-from etld.web import health
+from etld.web import api_jobs, health, ws
+from etld.web.auth import require_auth, setup_auth
+from etld.web.errors import json_errors
+from etld.web.events import setup_events
 from etld.web.keys import DAEMON
 
 log = get_logger(__name__)
 
 
 def create_app(daemon: Daemon) -> web.Application:
-    app = web.Application(client_max_size=daemon.config.web.max_body_bytes)
+    # json_errors is outermost so that auth refusals are rendered as JSON too.
+    app = web.Application(
+        client_max_size=daemon.config.web.max_body_bytes,
+        middlewares=[json_errors, require_auth],
+    )
     app[DAEMON] = daemon
+    setup_auth(app)
+    # The status listener runs from app startup to cleanup, so it starts and stops
+    # with the web component's runner (and with a test client) without extra wiring.
+    setup_events(app, daemon.config.database.url, daemon.config.daemon.connect_timeout)
     health.add_routes(app)
+    api_jobs.add_routes(app)
+    ws.add_routes(app)
     return app
 
 

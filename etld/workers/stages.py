@@ -1,0 +1,242 @@
+"""Stage handlers: jobs, extraction, transform and embedding, generic over sources.
+
+Each handler loads the run a message belongs to, skips work for a run that is no
+longer RUNNING or an item already settled (a redelivery), calls the source's step,
+and reports the item done to the run ledger, which decides what happens next. The
+effects of a step are idempotent, so a crash between "effects committed" and "item
+marked done" only repeats harmless work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+import orjson
+
+from etld.config import Config
+from etld.jobs.runs import RunContext, Runs
+from etld.logs import get_logger
+from etld.sources.base import (
+    Integration,
+    RawPage,
+    Source,
+    Step,
+    StepContext,
+    UnknownProvider,
+    get_source,
+)
+from etld.store.queries import SQL
+from etld.workers.errors import Reject
+
+log = get_logger(__name__)
+
+EMBED_BATCH = 16  # ids per embedding message: the model's sweet spot on small machines
+
+
+class DeliveryLike(Protocol):
+    @property
+    def raw(self) -> dict[str, Any]: ...
+
+
+Handler = Callable[[Any, Any], Awaitable[None]]
+
+
+@dataclass
+class StageServices:
+    pool: asyncpg.Pool
+    runs: Runs
+    config: Config
+    embeddings_enabled: bool = False
+
+
+class _ExtractEmitter:
+    """ExtractOutput for one extraction item: raw pages in, transform items out."""
+
+    def __init__(self, services: StageServices, ctx: RunContext, step: str, item_key: str) -> None:
+        self.services = services
+        self.ctx = ctx
+        self.step = step
+        self.item_key = item_key
+        self.api_calls = 0
+        self.pages = 0
+
+    async def store_page(
+        self, type_: str, payload: Any, page_key: str, *, item_count: int | None = None
+    ) -> int:
+        body = orjson.dumps(payload).decode()
+        async with self.services.pool.acquire() as conn:
+            raw_id: int = await conn.fetchval(
+                SQL["raw.store_page"],
+                self.ctx.tenant_id,
+                self.ctx.integration_id,
+                self.ctx.job_id,
+                self.ctx.run_id,
+                type_,
+                body,
+                len(body),
+                item_count,
+                page_key,
+            )
+        await self.services.runs.emit(
+            self.ctx,
+            self.item_key,
+            [(f"t{raw_id}", self.step, "transform", {"raw_data_id": raw_id, "type": type_})],
+        )
+        self.pages += 1
+        return raw_id
+
+    async def follow_up(self, key: str, payload: dict[str, Any]) -> None:
+        await self.services.runs.emit(
+            self.ctx, self.item_key, [(key, self.step, "extraction", payload)]
+        )
+
+    def count_api_calls(self, calls: int) -> None:
+        self.api_calls += calls
+
+
+@dataclass
+class _TransformCollector:
+    """TransformOutput: gathers embedding requests, emitted after the load commits."""
+
+    requests: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def embed(
+        self, table_name: str, external_ids: Sequence[str], operation: str = "upsert"
+    ) -> None:
+        self.requests.extend((table_name, external_id, operation) for external_id in external_ids)
+
+
+def _require(message: dict[str, Any], key: str) -> Any:
+    value = message.get(key)
+    if value is None:
+        raise Reject(f"message has no {key}")
+    return value
+
+
+async def _integration(pool: asyncpg.Pool, integration_id: int) -> Integration:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(SQL["raw.integration"], integration_id)
+    if row is None:
+        raise Reject(f"integration {integration_id} no longer exists")
+    return Integration.from_row(row)
+
+
+def _source_step(ctx: RunContext, step_name: str) -> tuple[Source, Step]:
+    try:
+        source = get_source(ctx.provider)
+        return source, source.step(step_name)
+    except (UnknownProvider, KeyError) as exc:
+        raise Reject(str(exc.args[0] if exc.args else exc)) from exc
+
+
+class StageHandlers:
+    """Builds the stage → handler mapping the consumer pool runs."""
+
+    def __init__(self, services: StageServices) -> None:
+        self.s = services
+
+    def mapping(self) -> dict[str, Handler]:
+        # The embedding stage's handler comes from the vectors package when embeddings
+        # are enabled; without it transforms request no embeddings at all.
+        return {
+            "jobs": self.handle_job,
+            "extraction": self.handle_extraction,
+            "transform": self.handle_transform,
+        }
+
+    async def _live_item(self, message: dict[str, Any]) -> tuple[RunContext, str] | None:
+        run_id = int(_require(message, "run_id"))
+        item_key = str(_require(message, "work_id"))
+        ctx = await self.s.runs.context(run_id)
+        if ctx is None or not ctx.running:
+            log.info("message of a run that is not running dropped", run_id=run_id, item=item_key)
+            return None
+        if await self.s.runs.item_done(run_id, item_key):
+            log.debug("item already settled, redelivery ignored", run_id=run_id, item=item_key)
+            return None
+        return ctx, item_key
+
+    async def handle_job(self, delivery: DeliveryLike, _: Any) -> None:
+        message = delivery.raw
+        run_id = message.get("run_id")
+        if run_id is None:
+            raise Reject("job message has no run_id (publish jobs through the scheduler)")
+        await self.s.runs.start(int(run_id))
+
+    async def handle_extraction(self, delivery: DeliveryLike, _: Any) -> None:
+        live = await self._live_item(delivery.raw)
+        if live is None:
+            return
+        ctx, item_key = live
+        step_name = str(_require(delivery.raw, "step"))
+        _, step = _source_step(ctx, step_name)
+        integration = await _integration(self.s.pool, ctx.integration_id)
+        out = _ExtractEmitter(self.s, ctx, step_name, item_key)
+        step_ctx = StepContext(ctx, integration, self.s.pool, self.s.config)
+        try:
+            await step.extract(step_ctx, delivery.raw, out)
+        except BaseException:
+            # Calls made by a failed attempt still count against the source's budget.
+            await self.s.runs.record_api_calls(ctx.run_id, out.api_calls)
+            raise
+        await self.s.runs.complete(ctx, item_key, records=out.pages, api_calls=out.api_calls)
+
+    async def handle_transform(self, delivery: DeliveryLike, _: Any) -> None:
+        live = await self._live_item(delivery.raw)
+        if live is None:
+            return
+        ctx, item_key = live
+        step_name = str(_require(delivery.raw, "step"))
+        raw_id = int(_require(delivery.raw, "raw_data_id"))
+        _, step = _source_step(ctx, step_name)
+        async with self.s.pool.acquire() as conn:
+            row = await conn.fetchrow(SQL["raw.get_for_tenant"], raw_id, ctx.tenant_id)
+        if row is None:
+            raise Reject(f"raw_extraction_data {raw_id} not found for tenant {ctx.tenant_id}")
+        integration = await _integration(self.s.pool, ctx.integration_id)
+        collector = _TransformCollector()
+        step_ctx = StepContext(ctx, integration, self.s.pool, self.s.config)
+        try:
+            page = RawPage(raw_id, row["type"], row["raw_payload"])
+            records = await step.transform(step_ctx, page, collector)
+        except Reject as exc:
+            async with self.s.pool.acquire() as conn:
+                await conn.execute(SQL["raw.mark_failed"], raw_id, exc.reason)
+            raise
+        async with self.s.pool.acquire() as conn:
+            await conn.execute(SQL["raw.mark_processed"], raw_id)
+        if self.s.embeddings_enabled and collector.requests:
+            await self.s.runs.emit(
+                ctx, item_key, _embedding_children(step_name, collector.requests)
+            )
+        await self.s.runs.complete(ctx, item_key, records=records)
+
+
+def _embedding_children(
+    step: str, requests: list[tuple[str, str, str]]
+) -> list[tuple[str, str, str, dict[str, Any]]]:
+    children: list[tuple[str, str, str, dict[str, Any]]] = []
+    groups: dict[tuple[str, str], list[str]] = {}
+    for table, external_id, operation in requests:
+        groups.setdefault((table, operation), []).append(external_id)
+    for (table, operation), ids in groups.items():
+        for start in range(0, len(ids), EMBED_BATCH):
+            batch = ids[start : start + EMBED_BATCH]
+            key = f"e:{table}:{operation}:{batch[0]}"
+            children.append(
+                (
+                    key,
+                    step,
+                    "embedding",
+                    {
+                        "table_name": table,
+                        "external_id": batch[0],
+                        "external_ids": batch,
+                        "operation": operation,
+                    },
+                )
+            )
+    return children

@@ -1,0 +1,33 @@
+-- raw_extraction_data: API pages stored verbatim, handed to transform by id.
+
+-- name: store_page
+-- A redelivered extraction stores the same page again: (run, type, page_key) makes that
+-- a no-op that still returns the existing row's id.
+WITH inserted AS (
+    INSERT INTO raw_extraction_data (tenant_id, integration_id, job_id, run_id, type,
+                                     raw_payload, payload_size, item_count, page_key)
+    VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9)
+    ON CONFLICT (run_id, type, page_key) DO NOTHING
+    RETURNING id
+)
+SELECT id FROM inserted
+UNION ALL
+SELECT id FROM raw_extraction_data WHERE run_id = $4 AND type = $5 AND page_key = $9
+LIMIT 1;
+
+-- name: get_for_tenant
+SELECT id, tenant_id, integration_id, job_id, run_id, type, raw_payload, status, created_at
+  FROM raw_extraction_data
+ WHERE id = $1 AND tenant_id = $2;
+
+-- name: mark_processed
+UPDATE raw_extraction_data SET status = 'processed', processed_at = now(), error = NULL
+ WHERE id = $1;
+
+-- name: mark_failed
+UPDATE raw_extraction_data SET status = 'failed', error = $2 WHERE id = $1;
+
+-- name: integration
+SELECT id, tenant_id, name, provider, base_url, username, credentials, settings,
+       allow_private_network, active
+  FROM integrations WHERE id = $1;
