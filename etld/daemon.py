@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import asyncpg
@@ -21,8 +21,10 @@ import asyncpg
 from etld.broker.connection import BrokerConnection
 from etld.broker.publish import Publisher
 from etld.broker.topology import Topology
+from etld.component import CallbackComponent, Component
 from etld.config import Config
 from etld.errors import EtldError
+from etld.jobs.runs import Runs
 from etld.logs import get_logger
 from etld.seed import seed_from_config
 from etld.store.migrate import migrate
@@ -31,46 +33,6 @@ from etld.store.pool import create_pool
 log = get_logger(__name__)
 
 ALL_ROLES = frozenset({"scheduler", "workers", "web"})
-
-
-class Component:
-    """A part of the daemon. Subclasses override the phases they need."""
-
-    name = "component"
-
-    async def start(self) -> None:
-        """Acquire resources and begin work; raise StartupError on failure."""
-
-    async def stop_taking_work(self) -> None:
-        """Phase 1: accept nothing new (cancel consumers, close listeners)."""
-
-    async def drain(self) -> None:
-        """Phase 2: return when in-flight work is done; cancelled at the grace deadline."""
-
-    async def close(self) -> None:
-        """Phase 3: cancel what is left and release resources."""
-
-
-class CallbackComponent(Component):
-    """A component built from plain callables, for simple resources."""
-
-    def __init__(
-        self,
-        name: str,
-        start: Callable[[], Awaitable[None]] | None = None,
-        close: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        self.name = name
-        self._start = start
-        self._close = close
-
-    async def start(self) -> None:
-        if self._start is not None:
-            await self._start()
-
-    async def close(self) -> None:
-        if self._close is not None:
-            await self._close()
 
 
 class Daemon:
@@ -134,8 +96,16 @@ class Daemon:
         publisher = Publisher(self.broker, cfg)
         await publisher.start()
         self.services["publisher"] = publisher
+        runs = Runs(self.pool, publisher, cfg)
+        self.services["runs"] = runs
+        self.services.setdefault("on_dead_letter", self._settle_dead_letter)
         for component in self._role_components():
-            await component.start()
+            try:
+                await component.start()
+            except BaseException:
+                # A part that failed half-way may hold resources (sockets, listeners).
+                await self._guard(component, "close", component.close())
+                raise
             self._components.append(component)
             log.debug("component started", component=component.name)
 
@@ -145,14 +115,37 @@ class Daemon:
         if "workers" in self.roles:
             from etld.workers import default_handlers
             from etld.workers.pool import ConsumerPool
+            from etld.workers.stages import StageServices
 
-            handlers = self.services.get("handlers") or default_handlers()
+            assert self.pool is not None
+            if "handlers" in self.services:  # given by an embedding program or a test
+                handlers = self.services["handlers"]
+            else:
+                handlers = default_handlers(
+                    StageServices(self.pool, self.services["runs"], self.config)
+                )
             parts.append(ConsumerPool(self, handlers=handlers))
+        if "scheduler" in self.roles:
+            from etld.jobs.notify import NotificationDelivery
+            from etld.scheduler import Scheduler
+
+            assert self.pool is not None
+            parts.append(Scheduler(self.services["runs"], self.config, self.config.database.url))
+            parts.append(NotificationDelivery(self.pool, self.config.notifications))
         if "web" in self.roles:
             from etld.web.app import WebComponent
 
             parts.append(WebComponent(self))
         return parts
+
+    async def _settle_dead_letter(self, letter: Any, message: dict[str, Any]) -> None:
+        """A run's message failed for good: its item fails, and with it the run."""
+        run_id, item_key = message.get("run_id"), message.get("work_id")
+        runs: Runs = self.services["runs"]
+        if isinstance(run_id, int) and item_key is not None:
+            await runs.fail_item(run_id, str(item_key), letter.reason)
+        elif isinstance(run_id, int):
+            await runs.fail_run(run_id, f"{letter.stage} message failed: {letter.reason}")
 
     async def _close_pool(self) -> None:
         if self.pool is not None:

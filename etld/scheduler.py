@@ -24,8 +24,8 @@ from typing import Any
 
 import asyncpg
 
+from etld.component import Component
 from etld.config import Config
-from etld.daemon import Component
 from etld.jobs.control import start_job
 from etld.jobs.notify import notify
 from etld.jobs.runs import Clock, Runs, utcnow

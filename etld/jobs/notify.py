@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from etld.component import Component
 from etld.config import NotificationsConfig
 from etld.logs import get_logger
 from etld.store.queries import SQL
@@ -101,3 +102,23 @@ async def delivery_loop(
             except (asyncpg.PostgresError, OSError) as exc:
                 log.warning("notification delivery pass failed", error=repr(exc))
             await asyncio.sleep(interval)
+
+
+class NotificationDelivery(Component):
+    """Delivers stored notifications to the configured webhook (scheduler role)."""
+
+    name = "notifications"
+
+    def __init__(self, pool: asyncpg.Pool, config: NotificationsConfig) -> None:
+        self.pool = pool
+        self.config = config
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self.config.webhook_url:
+            self._task = asyncio.create_task(delivery_loop(self.pool, self.config))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -40,7 +40,7 @@ def utcnow() -> datetime:
 class Publisher(Protocol):
     def publish(
         self, queue: str, message: dict[str, Any], *, headers: dict[str, Any] | None = None
-    ) -> Awaitable[None]: ...
+    ) -> Awaitable[Any]: ...
 
 
 def queue_name(stage: str, tier: str) -> str:
@@ -230,7 +230,7 @@ class Runs:
             return 0
         changes = _Changes()
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(SQL["runs.progress"], ctx.run_id, 0, peak_rss_bytes())
+            await conn.execute(SQL["runs.progress"], ctx.run_id, 0, peak_rss_bytes(), self.clock())
             for child_key, step, stage, payload in children:
                 await self._add_item(
                     conn, ctx, f"{parent_key}/{child_key}", step, stage, payload, changes
@@ -253,7 +253,9 @@ class Runs:
             await conn.execute(
                 SQL["runs.count_done"], ctx.run_id, marked["step"], marked["stage"], records
             )
-            await conn.execute(SQL["runs.progress"], ctx.run_id, api_calls, peak_rss_bytes())
+            await conn.execute(
+                SQL["runs.progress"], ctx.run_id, api_calls, peak_rss_bytes(), self.clock()
+            )
             if locked["outcome"] == "RUNNING":
                 fresh = await self.context(ctx.run_id, conn)
                 assert fresh is not None
@@ -264,7 +266,9 @@ class Runs:
     async def record_api_calls(self, run_id: int, calls: int) -> None:
         if calls:
             async with self.pool.acquire() as conn:
-                await conn.execute(SQL["runs.progress"], run_id, calls, peak_rss_bytes())
+                await conn.execute(
+                    SQL["runs.progress"], run_id, calls, peak_rss_bytes(), self.clock()
+                )
 
     async def fail_item(self, run_id: int, item_key: str, reason: str) -> None:
         """An item failed beyond retry: the run ends FAILED with the reason."""
@@ -366,7 +370,7 @@ class Runs:
         self, conn: asyncpg.Connection, ctx: RunContext, index: int, changes: _Changes
     ) -> None:
         step = ctx.steps[index - 1]
-        await conn.execute(SQL["runs.set_current_step"], ctx.run_id, index)
+        await conn.execute(SQL["runs.set_current_step"], ctx.run_id, index, self.clock())
         root = {"first_item": True, "last_item": True, "last_job_item": index == len(ctx.steps)}
         await self._add_item(conn, ctx, f"{step.name}:x", step.name, "extraction", root, changes)
         started = RunContext(**{**ctx.__dict__, "current_step": index})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from etld.daemon import Component, Daemon
+from etld.component import Component
+from etld.daemon import Daemon
 from etld.errors import StartupError
 from etld.logs import get_logger
 from etld.web import api_jobs, health, ws
@@ -43,9 +44,11 @@ class WebComponent(Component):
 
     async def start(self) -> None:
         cfg = self.daemon.config.web
-        self.runner = web.AppRunner(create_app(self.daemon), access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(
+            create_app(self.daemon), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self.runner.setup()
-        site = web.TCPSite(self.runner, cfg.host, cfg.port, shutdown_timeout=1.0)
+        site = web.TCPSite(self.runner, cfg.host, cfg.port)
         try:
             await site.start()
         except OSError as exc:

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 from etld.workers.errors import Reject, Retry
 from etld.workers.handler import Delivery, Handler, HandlerContext
+from etld.workers.stages import StageHandlers, StageServices
 
 __all__ = ["Delivery", "Handler", "HandlerContext", "Reject", "Retry", "default_handlers"]
 
 
-def default_handlers() -> dict[str, Handler]:
-    """Stage name → handler for the stages implemented so far ("jobs", "extraction",
-    "transform", "embedding"). A stage missing here dead-letters its messages."""
-    return {}
+def default_handlers(services: StageServices) -> dict[str, Handler]:
+    """Stage name → handler for the built-in stages, generic over the registered sources.
+
+    A stage missing here (embedding, when embeddings are off) dead-letters its messages.
+    """
+    import etld.sources.builtin  # noqa: F401  (registers the built-in sources)
+
+    return StageHandlers(services).mapping()

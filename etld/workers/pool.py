@@ -28,7 +28,7 @@ from etld.broker.control import ControlListener
 from etld.broker.health import queue_health
 from etld.broker.publish import Publisher
 from etld.broker.topology import ALL_STAGES, FAILED_RECORD_QUEUE, Topology
-from etld.daemon import Component
+from etld.component import Component
 from etld.logs import get_logger
 from etld.telemetry import WORKER_RESTARTS, tier_label
 from etld.workers.consumer import Process, StageConsumer

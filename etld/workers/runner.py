@@ -47,6 +47,8 @@ from etld.workers.handler import Delivery, Handler, HandlerContext
 log = get_logger(__name__)
 
 ATTEMPT_HEADER = "x-etld-attempt"
+# services key of an async callable(letter, message) run after a dead letter is stored.
+ON_DEAD_LETTER = "on_dead_letter"
 # Set on a message whose dead letter could not be written to PostgreSQL: it is parked
 # in a delay queue and, when it comes back, goes straight to the dead-letter path.
 PENDING_DEAD_HEADER = "x-etld-dead-reason"
@@ -325,6 +327,7 @@ class Runner:
             parked[ATTEMPT_HEADER] = attempt
             await self._park(msg, parked, self.topology.delays[-1])
             return
+        await self._notify_dead_letter(letter, data)
         copy = _carried_headers(headers)
         copy.update(
             {
@@ -353,6 +356,20 @@ class Runner:
             )
         await self._ack(msg)
         self._dead[kind].inc()
+
+    async def _notify_dead_letter(self, letter: dlq.NewDeadLetter, data: object) -> None:
+        """Tell the owner of the message's work (the run ledger) that it failed for good.
+
+        The hook is `services["on_dead_letter"]`; its failure must not lose the dead
+        letter, which is already stored.
+        """
+        hook = self.context.services.get(ON_DEAD_LETTER)
+        if hook is None or not isinstance(data, dict):
+            return
+        try:
+            await hook(letter, data)
+        except Exception as exc:
+            log.error("dead-letter hook failed", error=repr(exc), run_id=letter.run_id)
 
     async def _ack(self, msg: aiormq.abc.DeliveredMessage) -> None:
         await ack(msg)

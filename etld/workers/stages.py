@@ -68,7 +68,7 @@ class _ExtractEmitter:
     ) -> int:
         body = orjson.dumps(payload).decode()
         async with self.services.pool.acquire() as conn:
-            raw_id: int = await conn.fetchval(
+            raw_id: int | None = await conn.fetchval(
                 SQL["raw.store_page"],
                 self.ctx.tenant_id,
                 self.ctx.integration_id,
@@ -80,6 +80,12 @@ class _ExtractEmitter:
                 item_count,
                 page_key,
             )
+            if raw_id is None:
+                # A duplicate delivery stored the same page concurrently; the statement's
+                # snapshot could not see that row, a new statement can.
+                raw_id = await conn.fetchval(SQL["raw.page_id"], self.ctx.run_id, type_, page_key)
+        if raw_id is None:
+            raise RuntimeError(f"raw page {page_key} of run {self.ctx.run_id} vanished")
         await self.services.runs.emit(
             self.ctx,
             self.item_key,

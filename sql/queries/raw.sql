@@ -31,3 +31,7 @@ UPDATE raw_extraction_data SET status = 'failed', error = $2 WHERE id = $1;
 SELECT id, tenant_id, name, provider, base_url, username, credentials, settings,
        allow_private_network, active
   FROM integrations WHERE id = $1;
+
+-- name: page_id
+-- After a concurrent duplicate stored the same page: its row is committed by now.
+SELECT id FROM raw_extraction_data WHERE run_id = $1 AND type = $2 AND page_key = $3;

@@ -66,21 +66,23 @@ SELECT step, stage, created, done, failed, records FROM etl_run_stages WHERE run
 -- name: progress
 UPDATE etl_job_runs
    SET api_calls = api_calls + $2,
-       last_progress_at = now(),
+       last_progress_at = $4,
        peak_memory_bytes = GREATEST(COALESCE(peak_memory_bytes, 0), $3)
  WHERE id = $1;
 
 -- name: set_current_step
-UPDATE etl_job_runs SET current_step = $2, last_progress_at = now() WHERE id = $1;
+UPDATE etl_job_runs SET current_step = $2, last_progress_at = $3 WHERE id = $1;
 
 -- name: finish_run
 UPDATE etl_job_runs
    SET outcome = $2,
        finished_at = now(),
        error = COALESCE($3, error),
-       records = (SELECT COALESCE(jsonb_object_agg(stage, total), '{}')
-                    FROM (SELECT stage, sum(records) AS total FROM etl_run_stages
-                           WHERE run_id = $1 GROUP BY stage) s),
+       records = (SELECT jsonb_build_object(
+                           'extraction', COALESCE(sum(records) FILTER (WHERE stage = 'extraction'), 0),
+                           'transform', COALESCE(sum(records) FILTER (WHERE stage = 'transform'), 0),
+                           'embedding', COALESCE(sum(records) FILTER (WHERE stage = 'embedding'), 0))
+                    FROM etl_run_stages WHERE run_id = $1),
        dead_letters = (SELECT count(*) FROM dead_letters d WHERE d.run_id = $1),
        errors = (SELECT COALESCE(sum(failed), 0) FROM etl_run_stages WHERE run_id = $1)
  WHERE id = $1 AND outcome = 'RUNNING'
