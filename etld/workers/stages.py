@@ -34,6 +34,7 @@ from etld.workers.errors import Reject
 log = get_logger(__name__)
 
 EMBED_BATCH = 16  # ids per embedding message: the model's sweet spot on small machines
+REPLAY_BATCH = 500  # stored pages queued per ledger transaction on re-transform
 
 
 class DeliveryLike(Protocol):
@@ -79,6 +80,7 @@ class _ExtractEmitter:
                 len(body),
                 item_count,
                 page_key,
+                self.step,
             )
             if raw_id is None:
                 # A duplicate delivery stored the same page concurrently; the statement's
@@ -179,6 +181,10 @@ class StageHandlers:
         ctx, item_key = live
         step_name = str(_require(delivery.raw, "step"))
         _, step = _source_step(ctx, step_name)
+        if ctx.config.get("retransform"):
+            records = await self._replay_pages(ctx, step_name, item_key)
+            await self.s.runs.complete(ctx, item_key, records=records)
+            return
         integration = await _integration(self.s.pool, ctx.integration_id)
         out = _ExtractEmitter(self.s, ctx, step_name, item_key)
         step_ctx = StepContext(ctx, integration, self.s.pool, self.s.config)
@@ -189,6 +195,26 @@ class StageHandlers:
             await self.s.runs.record_api_calls(ctx.run_id, out.api_calls)
             raise
         await self.s.runs.complete(ctx, item_key, records=out.pages, api_calls=out.api_calls)
+
+    async def _replay_pages(self, ctx: RunContext, step: str, item_key: str) -> int:
+        """Re-transform: queue every stored page of the step instead of calling the source."""
+        after, replayed = 0, 0
+        while True:
+            async with self.s.pool.acquire() as conn:
+                ids = [
+                    r["id"]
+                    for r in await conn.fetch(
+                        SQL["raw.replay_page_ids"], ctx.integration_id, step, after, REPLAY_BATCH
+                    )
+                ]
+            if not ids:
+                return replayed
+            children = [
+                (f"t{raw_id}", step, "transform", {"raw_data_id": raw_id}) for raw_id in ids
+            ]
+            await self.s.runs.emit(ctx, item_key, children)
+            replayed += len(ids)
+            after = ids[-1]
 
     async def handle_transform(self, delivery: DeliveryLike, _: Any) -> None:
         live = await self._live_item(delivery.raw)

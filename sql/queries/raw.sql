@@ -5,8 +5,8 @@
 -- a no-op that still returns the existing row's id.
 WITH inserted AS (
     INSERT INTO raw_extraction_data (tenant_id, integration_id, job_id, run_id, type,
-                                     raw_payload, payload_size, item_count, page_key)
-    VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9)
+                                     raw_payload, payload_size, item_count, page_key, step)
+    VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10)
     ON CONFLICT (run_id, type, page_key) DO NOTHING
     RETURNING id
 )
@@ -35,3 +35,11 @@ SELECT id, tenant_id, name, provider, base_url, username, credentials, settings,
 -- name: page_id
 -- After a concurrent duplicate stored the same page: its row is committed by now.
 SELECT id FROM raw_extraction_data WHERE run_id = $1 AND type = $2 AND page_key = $3;
+
+-- name: replay_page_ids
+-- Pages a step stored for an integration, oldest first, for re-transform: idempotent
+-- upserts that never let older data win make replaying them all end at the newest state.
+SELECT id FROM raw_extraction_data
+ WHERE integration_id = $1 AND step = $2 AND status <> 'failed' AND id > $3
+ ORDER BY id
+ LIMIT $4;
