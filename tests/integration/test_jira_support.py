@@ -68,6 +68,7 @@ class PageStore:
                 len(body),
                 item_count,
                 page_key,
+                None,  # step: only re-transform runs look it up
             )
         self.raw_ids.append(raw_id)
         self.keys.append((type_, page_key))
