@@ -16,6 +16,8 @@ from etld.simulator.jira_data import JiraSite
 from etld.simulator.jira_history import History, IssueRecord, IssueState
 from etld.simulator.jira_render import (
     API,
+    DEV_FIELD_ID,
+    dev_summary,
     field_name,
     field_schema,
     issue_type_json,
@@ -144,6 +146,7 @@ class Renderer:
         if sel.everything or any(f.startswith("customfield_") for f in sel.names):
             for fid, value in self.site.custom_values(rec, self.base).items():
                 put(fid, value)
+            put(DEV_FIELD_ID, lambda: dev_summary([pr.status for pr in state.pull_requests]))
         return values
 
     def parent(self, rec: IssueRecord) -> Json:

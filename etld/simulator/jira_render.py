@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
+import orjson
+
 from etld.simulator.jira_catalog import (
     Catalog,
     IssueType,
@@ -213,15 +215,78 @@ def custom_field_json(cf: CustomField) -> Json:
     }
 
 
+# Jira's "Development" field: a custom field whose value is a summary string of the
+# issue's development information (empty "{}" when there is none). Clients read it to
+# ask the dev-status API only about issues that have pull requests.
+DEV_FIELD_ID = "customfield_10000"
+DEV_FIELD_NAME = "Development"
+DEV_FIELD_SCHEMA: Json = {
+    "type": "any",
+    "custom": "com.atlassian.jira.plugins.jira-development-integration-plugin:devsummarycf",
+    "customId": 10000,
+}
+
+
+def dev_field_json() -> Json:
+    return {
+        "id": DEV_FIELD_ID,
+        "key": DEV_FIELD_ID,
+        "name": DEV_FIELD_NAME,
+        "untranslatedName": DEV_FIELD_NAME,
+        "custom": True,
+        "orderable": True,
+        "navigable": True,
+        "searchable": True,
+        "clauseNames": ["development", f"cf[{DEV_FIELD_SCHEMA['customId']}]"],
+        "schema": dict(DEV_FIELD_SCHEMA),
+    }
+
+
+def dev_summary(states: list[str]) -> str:
+    """The Development field's value for pull requests in `states` (OPEN, MERGED, DECLINED)."""
+    if not states:
+        return "{}"
+    count = len(states)
+    state = "OPEN" if "OPEN" in states else states[-1]
+    overall = {
+        "count": count,
+        "lastUpdated": None,
+        "stateCount": count,
+        "state": state,
+        "dataType": "pullrequest",
+        "open": state == "OPEN",
+    }
+    cached = {
+        "cachedValue": {
+            "errors": [],
+            "summary": {
+                "pullrequest": {
+                    "overall": overall,
+                    "byInstanceType": {"GitHub": {"count": count, "name": "GitHub"}},
+                }
+            },
+        },
+        "isStale": False,
+    }
+    summary = orjson.dumps(cached).decode()
+    return (
+        f"{{pullrequest={{dataType=pullrequest, state={state}, stateCount={count}}}, "
+        f"json={summary}}}"
+    )
+
+
 def all_fields_json(catalog: Catalog) -> list[Json]:
     out = [system_field_json(fid) for fid in SYSTEM_FIELDS]
     out.extend(custom_field_json(cf) for cf in catalog.custom_fields)
+    out.append(dev_field_json())
     return out
 
 
 def field_schema(catalog: Catalog, fid: str) -> Json | None:
     if fid in SYSTEM_FIELDS:
         return SYSTEM_FIELDS[fid][1]
+    if fid == DEV_FIELD_ID:
+        return dict(DEV_FIELD_SCHEMA)
     for cf in catalog.custom_fields:
         if cf.id == fid:
             return dict(cf.schema)
@@ -231,6 +296,8 @@ def field_schema(catalog: Catalog, fid: str) -> Json | None:
 def field_name(catalog: Catalog, fid: str) -> str | None:
     if fid in SYSTEM_FIELDS:
         return SYSTEM_FIELDS[fid][0]
+    if fid == DEV_FIELD_ID:
+        return DEV_FIELD_NAME
     for cf in catalog.custom_fields:
         if cf.id == fid:
             return cf.name

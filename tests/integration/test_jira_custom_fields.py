@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from etld.simulator.jira_render import DEV_FIELD_ID
 from etld.sources.base import get_source
 from tests.integration.test_jira_support import (
     MakeJira,
@@ -49,10 +50,11 @@ async def test_custom_fields_are_discovered_once_each_and_mapped(make_jira: Make
                 "SELECT external_id, name, field_type, operations FROM custom_fields"
             )
         }
-    assert {f: (r["name"], r["field_type"]) for f, r in fields.items()} == {
-        cf.id: (cf.name, cf.schema["type"]) for cf in site.custom_fields
-    }
-    assert all(r["operations"] for r in fields.values())  # known from the create screens
+    expected = {cf.id: (cf.name, cf.schema["type"]) for cf in site.custom_fields}
+    expected[DEV_FIELD_ID] = ("Development", "any")  # listed by /field, on no create screen
+    assert {f: (r["name"], r["field_type"]) for f, r in fields.items()} == expected
+    # known from the create screens
+    assert all(r["operations"] for f, r in fields.items() if f != DEV_FIELD_ID)
     # Every project and issue type was asked, through the paginated endpoints.
     calls = jira.counter.per_path()
     assert not any(p == "/rest/api/3/issue/createmeta" for p in calls)

@@ -84,6 +84,8 @@ def expected_custom_fields(site: JiraSite, truth: IssueTruth) -> dict[str, Any]:
             out[fid] = "\n".join(p["content"][0]["text"] for p in raw["content"])
         else:  # numbers, text, url, date, labels are kept as they are
             out[fid] = raw
+    if truth.pull_requests:  # the Development field, reduced to its pull request count
+        out["customfield_10000"] = len(truth.pull_requests)
     if people:
         out["_account_ids"] = people
     return out
@@ -199,7 +201,7 @@ async def test_full_sync_matches_the_ground_truth(make_jira: MakeJira) -> None:
         assert (item["created"], item["updated"]) == (truth.created, truth.updated)
         assert item["custom_fields_overflow"] == expected_custom_fields(site, truth), truth.key
         assert item["deleted_at"] is None
-        assert item["dev_pr_count"] is None
+        assert item["dev_pr_count"] == len(truth.pull_requests)
         got = [
             (c["external_id"], c["from_ext"], c["to_ext"], c["transition_change_date"])
             for c in changes.get(item["id"], [])
@@ -317,10 +319,13 @@ async def test_incremental_pass_stores_only_the_touched_issues(make_jira: MakeJi
     }
     assert all(again[k].endswith("(edit 1)") for k in touched)
 
-    # Dev-status asks only about the issues of the window.
+    # Dev-status asks only about the issues of the window whose Development field reports
+    # pull requests.
     dev = await jira.extract(run, step(DEV_STEP))
     asked = {i for _, payload in dev.follow_ups for i in payload["issue_ids"]}
-    assert asked == {jira.site.issue(k).id for k in touched}
+    with_prs = {jira.site.issue(k).id for k in touched if jira.site.pull_requests(k)}
+    assert with_prs
+    assert asked == with_prs
 
 
 async def jira_checkpoint(jira: Jira, run_id: int) -> dict[str, Any]:

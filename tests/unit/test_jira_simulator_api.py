@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from etld.simulator import JiraSite, create_jira_app, generate_site, serve_jira
+from etld.simulator.jira_render import DEV_FIELD_ID
 
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"etl@example.com:secret").decode()}
@@ -369,7 +370,9 @@ async def test_payload_shapes_match_the_samples(client: Client, site: JiraSite) 
     fields = await _get(client, f"{API}/field")
     for field in fields:
         has("field", field)
-    assert {f["id"] for f in fields if f["custom"]} == {cf.id for cf in site.custom_fields}
+    # the catalog's custom fields plus Jira's Development summary field
+    expected = {cf.id for cf in site.custom_fields} | {DEV_FIELD_ID}
+    assert {f["id"] for f in fields if f["custom"]} == expected
     types = await _get(client, f"{API}/issuetype")
     for itype in types:
         has("issuetype", itype)

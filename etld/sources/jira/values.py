@@ -101,7 +101,8 @@ def normalise(field_id: str, value: Any, schema: Mapping[str, Any] | None = None
 
 
 def _scalar(field_id: str, value: Any, stype: str) -> Any:
-    if value is None or value == "" or value == {}:
+    # "{}" is how Jira's Development field says "no development information".
+    if value is None or value == "" or value == {} or value == "{}":
         return None
     if isinstance(value, bool | int | float):
         return value
@@ -211,8 +212,15 @@ def dev_pr_count_of(value: str) -> int | None:
 
 
 def dev_pr_count(fields: Mapping[str, Any]) -> int | None:
-    """The issue's pull request count from its development field; None when it has none."""
+    """The issue's pull request count from its development field; None when it has none.
+
+    Jira writes "{}" into the Development field of an issue without development
+    information, so an issue showing that and no summary has 0 pull requests.
+    """
+    empty_summary = False
     for field_id, value in fields.items():
+        if field_id.startswith("customfield_") and value == "{}":
+            empty_summary = True
         if (
             field_id.startswith("customfield_")
             and isinstance(value, str)
@@ -221,4 +229,4 @@ def dev_pr_count(fields: Mapping[str, Any]) -> int | None:
             count = dev_pr_count_of(value)
             if count is not None:
                 return count
-    return None
+    return 0 if empty_summary else None
