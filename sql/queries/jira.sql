@@ -313,13 +313,14 @@ ON CONFLICT (work_item_id, external_id) DO UPDATE
 -- name: soft_delete_missing
 -- Full-sync reconciliation: live items the source no longer lists are marked deleted. Items
 -- updated after the id scan began ($4) were loaded since and are left alone.
+-- NOT IN over the unnested list is planned as a hashed subplan whatever the statistics say;
+-- an anti-join planned on a freshly loaded (unanalysed) table became a nested loop comparing
+-- every item with every listed id (3.6 s for 10,000 issues, quadratic beyond).
 UPDATE work_items w
    SET deleted_at = now(), last_updated_at = now()
- WHERE w.id IN (
-       SELECT x.id FROM work_items x
-        WHERE x.tenant_id = $1 AND x.integration_id = $2 AND x.deleted_at IS NULL
-          AND (x.source_updated_at IS NULL OR x.source_updated_at < $4)
-          AND NOT EXISTS (SELECT 1 FROM unnest($3::text[]) AS seen (id) WHERE seen.id = x.external_id))
+ WHERE w.tenant_id = $1 AND w.integration_id = $2 AND w.deleted_at IS NULL
+   AND (w.source_updated_at IS NULL OR w.source_updated_at < $4)
+   AND w.external_id NOT IN (SELECT unnest($3::text[]))
 RETURNING w.external_id;
 
 -- name: undelete_present

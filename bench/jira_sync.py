@@ -1,0 +1,383 @@
+"""Jira sync end to end: etld's daemon pipeline against the raw limit for the same data.
+
+    python -m bench.jira_sync [--issues 10000] [--seed 7] [--dev-status] [--profile]
+
+A simulated site (10 status transitions per issue on average, about 1% of issues with more
+than 100 changelog entries) is served by a child process at zero latency. etld runs a full
+sync of it the way `etld sync` does (a workers-only daemon, RabbitMQ, PostgreSQL; embeddings
+off) in another child process, on a fresh database and vhost, twice: the first run also
+records every answer in the simulator, which replays them to the second, measured run, so the
+simulator's own rendering is not charged to etld. The development-status step is off unless
+`--dev-status` (Jira answers it one issue per call, so it has no place in a calls-per-issue
+budget).
+
+The limit is the least any program could do with the same data and hardware: orjson parsing
+of the same search pages, and COPY of the same work_items and changelogs rows into tables of
+the same shape and indexes; no HTTP, no queue, no raw page storage. Reported: issues/s (etld
+vs limit), API calls per 1,000 issues, peak RSS of the etld process; JSON goes to
+bench/results/jira_sync.json, and with `--profile` a pyinstrument report of the measured run
+to bench/results/jira_sync_profile.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+from aiohttp import web
+
+from bench.common import (
+    RESULTS,
+    Figure,
+    MiB,
+    free_port,
+    fresh_database,
+    fresh_vhost,
+    print_table,
+    run_module,
+    server_process,
+    write_result,
+)
+
+NOW = datetime(2025, 3, 1, tzinfo=UTC)
+TOKEN_ENV = "ETLD_BENCH_JIRA_TOKEN"
+TARGET_RATIO, TARGET_CALLS, TARGET_RSS = 0.5, 15.0, 512 * MiB
+ISSUE_PAGE_TYPES = ("jira_issues", "jira_issue_ids")
+REPLAY_STATS = "/_sim/bench-replay"
+
+
+# -- the simulator child -------------------------------------------------------------------------
+
+
+class Replay:
+    """Answers a request seen before with the bytes it got then (a zero-cost source)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str, bytes], tuple[bytes, str]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/_sim/"):
+            return await handler(request)  # type: ignore[no-any-return]
+        key = (request.method, request.path_qs, await request.read())
+        known = self.answers.get(key)
+        if known is not None:
+            self.hits += 1
+            return web.Response(body=known[0], headers={"Content-Type": known[1]})
+        self.misses += 1
+        response = await handler(request)
+        if isinstance(response, web.Response) and response.status == 200:
+            body = response.body
+            if isinstance(body, bytes):
+                self.answers[key] = (body, response.headers.get("Content-Type", "application/json"))
+        return response  # type: ignore[no-any-return]
+
+    async def stats(self, _: web.Request) -> web.Response:
+        return web.json_response({"hits": self.hits, "misses": self.misses})
+
+
+async def serve(port: int, issues: int, seed: int) -> None:
+    from etld.simulator import FaultPlan, create_jira_app, generate_site
+
+    site = generate_site(issues, seed, now=NOW)
+    # No rate limit: the bucket is too large to run dry.
+    app = create_jira_app(site, faults=FaultPlan(requests_per_second=1e9))
+    replay = Replay()
+    app.middlewares.insert(0, replay.middleware)
+    app.router.add_get(REPLAY_STATS, replay.stats)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print("ready", flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+# -- one etld run (its own child process, so its peak RSS is etld's alone) ----------------------
+
+
+def bench_config(db: str, amqp: str, base_url: str, args: argparse.Namespace) -> Any:
+    from etld.config import parse_config
+
+    settings: dict[str, Any] = {} if args.dev_status else {"dev_status_max_issues": 0}
+    return parse_config(
+        {
+            "database": {"url": db, "max_connections": 10},
+            "rabbitmq": {"url": amqp},
+            "workers": {
+                "premium": {
+                    "extraction": args.extraction_workers,
+                    "transform": args.transform_workers,
+                    "embedding": 0,
+                }
+            },
+            "scheduler": {"enabled": False},
+            "embeddings": {"enabled": False},
+            "logging": {"level": "error", "format": "console"},
+            "tenants": [{"name": "bench", "tier": "premium"}],
+            "integrations": [
+                {
+                    "tenant": "bench",
+                    "name": "jira",
+                    "provider": "jira",
+                    "base_url": base_url,
+                    "username": "bench@example.com",
+                    "token_env": TOKEN_ENV,
+                    "allow_private_network": True,
+                    "settings": settings,
+                }
+            ],
+        }
+    )
+
+
+async def etld_run(args: argparse.Namespace) -> dict[str, Any]:
+    from etld.daemon import Daemon
+    from etld.logs import configure_logging
+    from etld.store.migrate import ensure_database
+    from etld.sync import SyncRequest, run_sync
+
+    os.environ[TOKEN_ENV] = "bench-token"
+    configure_logging("error", "console")
+    config = bench_config(args.db, args.amqp, args.base_url, args)
+    await ensure_database(config.database.url)
+    daemon = Daemon(config, frozenset({"workers"}))
+    began = time.perf_counter()
+    await daemon.start()
+    try:
+        request = SyncRequest("bench", "jira", full=True, timeout=args.timeout)
+        report = await run_sync(config, request, say=lambda _: None, daemon=daemon)
+    finally:
+        await daemon.shutdown()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "outcome": report.outcome,
+        "error": report.error,
+        "run_seconds": report.duration_seconds,
+        "wall_seconds": time.perf_counter() - began,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "api_calls": report.api_calls,
+        "records": report.records,
+        "pages": report.pages,
+        "page_bytes": report.page_bytes,
+        "work_items": report.tables.get("work_items", {}).get("rows", 0),
+        "changelogs": report.tables.get("changelogs", {}).get("rows", 0),
+    }
+
+
+def profiled_etld_run(args: argparse.Namespace) -> dict[str, Any]:
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.002, async_mode="disabled")
+    profiler.start()
+    result = asyncio.run(etld_run(args))
+    profiler.stop()
+    (RESULTS / "jira_sync_profile.txt").write_text(
+        profiler.output_text(unicode=False, color=False, show_all=False)
+    )
+    return result
+
+
+# -- the limit -------------------------------------------------------------------------------------
+
+
+async def measure_limit(db_url: str) -> dict[str, Any]:
+    """orjson parse of the run's search pages + COPY of its work_items and changelogs."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        texts = await conn.fetch(
+            "SELECT raw_payload::text AS body FROM raw_extraction_data WHERE type = ANY($1)",
+            list(ISSUE_PAGE_TYPES),
+        )
+        pages = [orjson.dumps(orjson.loads(r["body"])) for r in texts]  # compact, as served
+        del texts
+        started = time.perf_counter()
+        for page in pages:
+            orjson.loads(page)
+        parse_s = time.perf_counter() - started
+        page_bytes = sum(len(p) for p in pages)
+        del pages
+        tables: dict[str, float] = {}
+        await conn.execute("DROP SCHEMA IF EXISTS bench_limit CASCADE; CREATE SCHEMA bench_limit")
+        for table in ("work_items", "changelogs"):
+            records = await conn.fetch(f"SELECT * FROM public.{table}")
+            await conn.execute(
+                f"CREATE TABLE bench_limit.{table} (LIKE public.{table} INCLUDING DEFAULTS "
+                "INCLUDING CONSTRAINTS INCLUDING INDEXES)"
+            )
+            columns = list(records[0].keys()) if records else []
+            started = time.perf_counter()
+            await conn.copy_records_to_table(
+                table, records=records, columns=columns, schema_name="bench_limit"
+            )
+            tables[table] = time.perf_counter() - started
+        await conn.execute("DROP SCHEMA bench_limit CASCADE")
+    finally:
+        await conn.close()
+    return {
+        "parse_seconds": parse_s,
+        "parsed_bytes": page_bytes,
+        "copy_seconds": tables,
+        "seconds": parse_s + sum(tables.values()),
+    }
+
+
+# -- the orchestrator ------------------------------------------------------------------------------
+
+
+async def one_run(
+    label: str, base_url: str, args: argparse.Namespace, *, limit: bool, profile: bool = False
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    async with fresh_database(label) as db:
+        with fresh_vhost(label) as amqp:
+            flags = [
+                "etld-run",
+                *("--db", db, "--amqp", amqp, "--base-url", base_url),
+                *("--extraction-workers", str(args.extraction_workers)),
+                *("--transform-workers", str(args.transform_workers)),
+                *("--timeout", str(args.timeout)),
+            ]
+            if args.dev_status:
+                flags.append("--dev-status")
+            if profile:
+                flags.append("--profile")
+            run = await run_module("bench.jira_sync", *flags)
+            if run["outcome"] != "FINISHED":
+                raise RuntimeError(f"{label} run {run['outcome']}: {run['error']}")
+            return run, (await measure_limit(db) if limit else None)
+
+
+async def replay_stats(base_url: str) -> dict[str, int]:
+    async with aiohttp.ClientSession() as session, session.get(base_url + REPLAY_STATS) as resp:
+        stats: dict[str, int] = await resp.json()
+        return stats
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    sim = ("serve", "--port", str(port), "--issues", str(args.issues), "--seed", str(args.seed))
+    async with server_process("bench.jira_sync", *sim):
+        print(f"simulator ready: {args.issues:,} issues; first run (records the answers) ...")
+        cold, _ = await one_run("cold", base_url, args, limit=False)
+        before = await replay_stats(base_url)
+        print("measured run (answers replayed) ...")
+        hot, limit = await one_run("hot", base_url, args, limit=True, profile=args.profile)
+        after = await replay_stats(base_url)
+    assert limit is not None
+    issues = args.issues
+    return {
+        "issues": issues,
+        "seed": args.seed,
+        "dev_status": args.dev_status,
+        "workers": {"extraction": args.extraction_workers, "transform": args.transform_workers},
+        "etld_issues_per_s": issues / hot["run_seconds"],
+        "limit_issues_per_s": issues / limit["seconds"],
+        "cold_issues_per_s": issues / cold["run_seconds"],
+        "api_calls_per_1000": hot["api_calls"] * 1000 / issues,
+        "peak_rss_bytes": hot["peak_rss_bytes"],
+        "replayed": {k: after[k] - before[k] for k in ("hits", "misses")},
+        # Other work on the machine slows every figure; the load average says how much.
+        "load_average": {"before": load_before, "after": os.getloadavg()[0]},
+        "cpus": os.cpu_count(),
+        "measured_run": hot,
+        "cold_run": cold,
+        "limit": limit,
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    etld, limit = result["etld_issues_per_s"], result["limit_issues_per_s"]
+    ratio = etld / limit
+    calls, rss = result["api_calls_per_1000"], result["peak_rss_bytes"]
+    hot, lim = result["measured_run"], result["limit"]
+    figures = [
+        Figure(
+            "issues/s end to end",
+            f"{etld:,.0f}",
+            f"{limit:,.0f}",
+            f"{ratio:.0%}",
+            f">= {TARGET_RATIO:.0%}",
+            ratio >= TARGET_RATIO,
+        ),
+        Figure(
+            "API calls per 1,000 issues",
+            f"{calls:.1f}",
+            "",
+            "",
+            f"<= {TARGET_CALLS:g}",
+            calls <= TARGET_CALLS,
+        ),
+        Figure(
+            "peak RSS (etld process)",
+            f"{rss / MiB:,.0f} MiB",
+            "",
+            f"{rss / TARGET_RSS:.0%}",
+            f"<= {TARGET_RSS // MiB} MiB",
+            rss <= TARGET_RSS,
+        ),
+    ]
+    copy = ", ".join(f"{t} {s:.2f}s" for t, s in lim["copy_seconds"].items())
+    notes = [
+        f"etld run {hot['run_seconds']:.1f}s ({hot['cpu_seconds']:.1f}s CPU in the etld process), "
+        f"{hot['pages']} raw pages ({hot['page_bytes'] / MiB:,.0f} MiB), "
+        f"{hot['work_items']:,} work items, {hot['changelogs']:,} changelog rows",
+        f"limit {lim['seconds']:.2f}s: orjson parse {lim['parse_seconds']:.2f}s of "
+        f"{lim['parsed_bytes'] / MiB:,.0f} MiB; COPY {copy}",
+        f"first run against the live simulator: {result['cold_issues_per_s']:,.0f} issues/s; "
+        f"measured run replayed {result['replayed']['hits']} answers "
+        f"({result['replayed']['misses']} fresh)",
+        "dev-status step " + ("on" if result["dev_status"] else "off") + ", embeddings off; "
+        f"load average {result['load_average']['before']:.1f} before, "
+        f"{result['load_average']['after']:.1f} after, on {result['cpus']} CPUs",
+    ]
+    print_table(f"Jira sync, {result['issues']:,} issues", figures, notes)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("mode", nargs="?", default="bench", choices=("bench", "serve", "etld-run"))
+    parser.add_argument("--issues", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--dev-status", action="store_true", help="include the dev-status step")
+    parser.add_argument("--profile", action="store_true", help="pyinstrument the measured run")
+    parser.add_argument("--extraction-workers", type=int, default=4)
+    parser.add_argument("--transform-workers", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=1200)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--amqp", help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode == "serve":
+        asyncio.run(serve(args.port, args.issues, args.seed))
+        return
+    if args.mode == "etld-run":
+        result = profiled_etld_run(args) if args.profile else asyncio.run(etld_run(args))
+        print(orjson.dumps(result).decode())
+        return
+    result = asyncio.run(main(args))
+    report(result)
+    path = write_result("jira_sync", result)
+    print(f"\nwritten to {path}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    cli()
