@@ -2,4 +2,5 @@
 
 from __future__ import annotations
 
+import etld.sources.github
 import etld.sources.jira  # noqa: F401

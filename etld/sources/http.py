@@ -12,12 +12,19 @@ Providers differ only in how they say "slow down" and "wrong credentials": `Head
 (`JIRA_LIMITS`, `GITHUB_LIMITS`; a provider with other habits overrides its methods).
 `stage_errors()` maps the client's errors onto the runner's outcomes: `Reject` for what
 retrying cannot fix, `Retry` for a requested wait.
+
+Two GitHub habits are opt-in for any provider. `tokens`: several credentials of one
+integration used in turn; a token out of calls rests until its reset while the others carry
+on, and only when all rest does the client wait. `get_page`: a GET that returns its headers'
+ETag and `Link` targets and, given the ETag of an earlier answer, sends `If-None-Match`, so an
+unchanged resource costs a 304 without a body (GitHub does not charge those to the limit).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import time
 import weakref
@@ -127,6 +134,10 @@ class HeaderLimits:
     reset: str = "X-RateLimit-Reset"
     reset_is_epoch: bool = False
     forbidden_may_be_limit: bool = False
+    # A 403 whose body says this is a limit even without headers (GitHub's secondary limits).
+    limit_phrase: bytes = b""
+    # Limits announced by no header wait default_wait, doubling while they keep coming.
+    escalate: bool = False
 
     def limited(self, status: int, headers: CIMultiDictProxy[str]) -> bool:
         if status == 429:
@@ -135,6 +146,14 @@ class HeaderLimits:
             self.forbidden_may_be_limit
             and status == 403
             and (headers.get(self.remaining) == "0" or "Retry-After" in headers)
+        )
+
+    def limited_by_body(self, status: int, data: bytes) -> bool:
+        return (
+            self.forbidden_may_be_limit
+            and status == 403
+            and bool(self.limit_phrase)
+            and self.limit_phrase in data[:2000].lower()
         )
 
     def auth_failed(self, status: int, headers: CIMultiDictProxy[str]) -> bool:
@@ -160,7 +179,10 @@ GITHUB_LIMITS = HeaderLimits(
     reset="x-ratelimit-reset",
     reset_is_epoch=True,
     forbidden_may_be_limit=True,
+    limit_phrase=b"rate limit",
+    escalate=True,
 )
+_MAX_ESCALATION = 4  # doublings: a limit without headers waits at most 16 x default_wait
 
 
 # -- options and the shared per-host limiter -----------------------------------------------------
@@ -192,17 +214,39 @@ class HttpOptions:
 
 
 class HostLimiter:
-    """Concurrency and "wait until" for one host, shared by every client in the process."""
+    """Concurrency and "wait until" for one host, shared by every client in the process,
+    with the rest period of each token used against it."""
 
     def __init__(self, concurrency: int) -> None:
         self.slots = asyncio.Semaphore(concurrency)
         self.blocked_until = 0.0  # time.monotonic()
+        self.strikes = 0  # limits in a row that announced no wait (escalating hooks only)
+        self.resting: dict[str, float] = {}  # token fingerprint -> time.monotonic() it may go
+        self.turn = 0
 
     def block(self, seconds: float) -> None:
         self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
 
     def wait_needed(self) -> float:
         return max(0.0, self.blocked_until - time.monotonic())
+
+    def rest(self, token: str, seconds: float) -> None:
+        key = fingerprint(token)
+        self.resting[key] = max(self.resting.get(key, 0.0), time.monotonic() + seconds)
+
+    def pick(self, tokens: Sequence[str]) -> tuple[str, float]:
+        """The next token in turn that is not resting (wait 0), else the one back soonest."""
+        now = time.monotonic()
+        self.turn += 1
+        order = [tokens[(self.turn + i) % len(tokens)] for i in range(len(tokens))]
+        waits = [max(0.0, self.resting.get(fingerprint(t), 0.0) - now) for t in order]
+        best = min(range(len(order)), key=lambda i: (waits[i] > 0, waits[i]))
+        return order[best], waits[best]
+
+
+def fingerprint(token: str) -> str:
+    """What the limiter keys a token by, so the shared state holds no credentials."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 # Keyed by event loop: asyncio primitives must not cross loops (tests run one loop per test).
@@ -221,6 +265,37 @@ def host_limiter(host: str, concurrency: int) -> HostLimiter:
 # -- the client ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ApiPage:
+    """A conditional GET's answer: `data` is None when the server said 304 Not Modified."""
+
+    url: str  # where the answer came from, after redirects
+    status: int
+    data: Any
+    etag: str | None
+    links: dict[str, str]  # rel -> absolute URL, from the `Link` header
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+
+def parse_links(header: str | None, base: URL) -> dict[str, str]:
+    """`<url>; rel="next", <url>; rel="last"` as {"next": url, "last": url}."""
+    out: dict[str, str] = {}
+    for part in (header or "").split(","):
+        target, _, params = part.strip().partition(";")
+        target = target.strip()
+        if not (target.startswith("<") and target.endswith(">")):
+            continue
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "rel":
+                for rel in value.strip().strip('"').split():
+                    out[rel] = str(base.join(URL(target[1:-1])))
+    return out
+
+
 class ApiClient:
     """JSON over HTTP for one integration; use as `async with ApiClient(...) as api:`."""
 
@@ -234,6 +309,9 @@ class ApiClient:
         options: HttpOptions | None = None,
         resolver: AbstractResolver | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        tokens: Sequence[str] = (),
+        auth_scheme: str = "Bearer",
+        credential_headers: Sequence[str] = (),
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.hooks = hooks
@@ -242,6 +320,10 @@ class ApiClient:
         self.base = self.policy.check_url(self.base_url)
         self.calls = 0
         self._headers = dict(headers or {})
+        self._tokens = tuple(tokens)
+        self._auth_scheme = auth_scheme
+        # Dropped, like Authorization, when a redirect leaves the configured origin.
+        self._private = frozenset({"authorization", *(h.lower() for h in credential_headers)})
         self._resolver = resolver
         self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
@@ -290,19 +372,45 @@ class ApiClient:
         self, method: str, path: str, *, params: Params = None, body: Any = None
     ) -> Any:
         """The decoded JSON answer of one logical request (retries and redirects included)."""
+        url, what = self._target(method, path, params)
+        payload = orjson.dumps(body) if body is not None else None
+        _, _, data, _ = await self._exchange(method, url, what, payload, {})
+        return self._decode(what, data)
+
+    async def get_page(
+        self, path: str, params: Params = None, *, etag: str | None = None
+    ) -> ApiPage:
+        """A GET with its ETag and Link targets; with `etag`, a 304 answer has no data."""
+        url, what = self._target("GET", path, params)
+        extra = {"If-None-Match": etag} if etag else {}
+        status, headers, data, final = await self._exchange("GET", url, what, None, extra)
+        links = parse_links(headers.get("Link"), final)
+        if status == 304:
+            return ApiPage(str(final), status, None, headers.get("ETag") or etag, links)
+        return ApiPage(str(final), status, self._decode(what, data), headers.get("ETag"), links)
+
+    def _target(self, method: str, path: str, params: Params) -> tuple[URL, str]:
         if self._session is None or self._limiter is None:
             raise RuntimeError("ApiClient used outside `async with`")
         url = self.url(path)
         if params:
             url = url.update_query(params)
-        payload = orjson.dumps(body) if body is not None else None
-        what = f"{method} {redact_url(str(url))}"
+        return url, f"{method} {redact_url(str(url))}"
+
+    async def _exchange(
+        self, method: str, url: URL, what: str, payload: bytes | None, extra: dict[str, str]
+    ) -> tuple[int, CIMultiDictProxy[str], bytes, URL]:
+        """Status, headers, body and final URL of a usable answer, after retries and waits."""
+        assert self._limiter is not None
         failures = limited = 0
         while True:
-            await self._await_budget(what)
+            token = await self._await_budget(what)
+            headers = dict(extra)
+            if token is not None:
+                headers["Authorization"] = f"{self._auth_scheme} {token}"
             try:
                 async with self._limiter.slots:
-                    status, headers, data = await self._send(method, url, payload)
+                    status, answer, data, final = await self._send(method, url, payload, headers)
             except UrlPolicyError as exc:
                 raise UrlPolicyError(redact_url(str(url)), exc.rule) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -314,9 +422,9 @@ class ApiClient:
                     ) from exc
                 await self._sleep(self._backoff(failures))
                 continue
-            outcome = self._judge(what, status, headers, data, failures, limited)
+            outcome = self._judge(what, status, answer, data, failures, limited, token)
             if outcome is None:
-                return self._decode(what, data)
+                return status, answer, data, final
             kind, wait = outcome
             if kind == "limited":
                 limited += 1
@@ -332,6 +440,7 @@ class ApiClient:
         data: bytes,
         failures: int,
         limited: int,
+        token: str | None = None,
     ) -> tuple[str, float] | None:
         """None for a usable answer; ("limited" | "failed", seconds to wait) to try again;
         raises when trying again cannot help or the wait is too long to take here."""
@@ -339,15 +448,28 @@ class ApiClient:
         assert self._limiter is not None
         now = time.time()
         exhausted = self.hooks.exhausted_for(headers, now)
-        if exhausted:
+        if exhausted is not None and token is not None:
+            # Calls are counted per token: this one rests, the others carry on.
+            self._limiter.rest(token, max(exhausted, 1.0))
+        elif exhausted:
             self._limiter.block(exhausted)
-        if self.hooks.limited(status, headers):
-            delay = retry_after(headers, now) or exhausted or self.hooks.default_wait
+        if self.hooks.limited(status, headers) or self.hooks.limited_by_body(status, data):
+            announced = retry_after(headers, now)
+            if token is not None and exhausted is not None and not announced:
+                log.info("rate limited, token rests", request=what, wait=round(exhausted, 2))
+                if limited >= opts.max_retries + len(self._tokens):
+                    raise RateLimited(
+                        f"{label} rate limit: {what} asked to wait {exhausted:.0f}s", exhausted
+                    )
+                return "limited", 0.0  # _await_budget takes the next token or waits for one
+            delay = announced or exhausted or self._unannounced_wait()
             self._limiter.block(delay)  # every request to the host waits, not just this one
             log.info("rate limited", request=what, wait=round(delay, 2))
             if delay > opts.max_inline_wait or limited >= opts.max_retries:
                 raise RateLimited(f"{label} rate limit: {what} asked to wait {delay:.0f}s", delay)
             return "limited", delay
+        if status < 400:
+            self._limiter.strikes = 0
         if self.hooks.auth_failed(status, headers):
             raise AuthError(f"{label} rejected the credentials for {self.base_url}")
         if status >= 500 or status in _TRANSIENT_4XX:
@@ -371,24 +493,40 @@ class ApiClient:
                 f"invalid JSON ({exc}); body starts {_snippet(data)}"
             ) from None
 
-    async def _await_budget(self, what: str) -> None:
+    def _unannounced_wait(self) -> float:
+        """A limit that named no wait: the hooks' default, doubled per such limit in a row."""
+        assert self._limiter is not None
+        if not self.hooks.escalate:
+            return self.hooks.default_wait
+        wait = self.hooks.default_wait * 2.0 ** min(self._limiter.strikes, _MAX_ESCALATION)
+        self._limiter.strikes += 1
+        return wait
+
+    async def _await_budget(self, what: str) -> str | None:
+        """Wait out the host's block (and pick a token, waiting for one to be back if all
+        rest); raises RateLimited when that is longer than worth waiting here."""
         assert self._limiter is not None
         wait = self._limiter.wait_needed()
+        token = None
+        if self._tokens:
+            token, resting = self._limiter.pick(self._tokens)
+            wait = max(wait, resting)
         if wait > self.options.max_inline_wait:
             raise RateLimited(f"{self.hooks.label} rate limit: {what} must wait {wait:.0f}s", wait)
         if wait > 0:
             await self._sleep(wait)
+        return token
 
     def _backoff(self, failures: int) -> float:
         base = min(self.options.backoff_cap, self.options.backoff_base * 2.0 ** (failures - 1))
         return base * random.uniform(0.5, 1.0)  # jitter: concurrent clients do not sync up
 
     async def _send(
-        self, method: str, url: URL, payload: bytes | None
-    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        self, method: str, url: URL, payload: bytes | None, extra: Mapping[str, str] | None = None
+    ) -> tuple[int, CIMultiDictProxy[str], bytes, URL]:
         """One request, following redirects hop by hop, each hop checked by the policy."""
         assert self._session is not None
-        headers = dict(self._headers)
+        headers = {**self._headers, **(extra or {})}
         if payload is not None:
             headers["Content-Type"] = "application/json"
         for _ in range(self.options.max_redirects + 1):
@@ -402,7 +540,9 @@ class ApiClient:
                     target = url.join(URL(location))
                     if target.origin() != url.origin():
                         # Credentials belong to the configured host only.
-                        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+                        headers = {
+                            k: v for k, v in headers.items() if k.lower() not in self._private
+                        }
                     if response.status == 303 or (
                         response.status in (301, 302) and method == "POST"
                     ):
@@ -410,7 +550,7 @@ class ApiClient:
                         headers.pop("Content-Type", None)
                     url = target
                     continue
-                return response.status, response.headers, await self._read(response, url)
+                return response.status, response.headers, await self._read(response, url), url
         raise TransientError(
             f"{self.hooks.label}: more than {self.options.max_redirects} redirects"
         )
