@@ -565,6 +565,8 @@ def _integrations(
                 values["settings"] = item["settings"]
             else:
                 check.fail(f"{path}.settings", "a table", item["settings"])
+        if values["provider"] == "rest" and isinstance(item.get("settings", {}), dict):
+            check.problems.extend(_rest_problems(item.get("settings", {}), f"{path}.settings"))
         tenant = values["tenant"]
         if tenant is not None and tenant not in tenant_names:
             check.problems.append(f"{path}.tenant: no [[tenants]] entry named {_show(tenant)}")
@@ -580,6 +582,13 @@ def _integrations(
         seen.add(key_pair)
         out.append(IntegrationConfig(**values))
     return tuple(out)
+
+
+def _rest_problems(settings: object, path: str) -> list[str]:
+    # Imported here: the sources import this module.
+    from etld.sources.rest.settings import settings_problems
+
+    return settings_problems(settings, path)
 
 
 def parse_config(raw: Mapping[str, Any], source_path: str | None = None) -> Config:

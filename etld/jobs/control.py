@@ -19,7 +19,7 @@ from etld.jobs.runs import Runs
 from etld.jobs.schedule import schedule_after
 from etld.jobs.status import fresh_status
 from etld.logs import get_logger
-from etld.sources.base import UnknownProvider, get_source
+from etld.sources.base import InvalidSettings, UnknownProvider, get_source
 from etld.store.queries import SQL
 
 log = get_logger(__name__)
@@ -54,8 +54,10 @@ async def start_job(
         if not job["integration_active"]:
             return await _skip(conn, runs, job, trigger, scheduled_for or now, now)
         try:
-            steps = [s.definition() for s in get_source(job["provider"]).steps(config or {})]
-        except UnknownProvider as exc:
+            source = get_source(job["provider"])
+            settings = job.get("integration_settings") or {}
+            steps = [s.definition() for s in source.run_steps(config or {}, settings)]
+        except (UnknownProvider, InvalidSettings) as exc:
             await _failed_start(conn, runs, job, trigger, now, str(exc.args[0]))
             return StartResult(None, "failed")
         run_id = await runs.claim(
@@ -70,7 +72,8 @@ async def start_job(
         )
         if run_id is None:
             return StartResult(None, "already_running")
-        await conn.execute(SQL["jobs.clear_next_run"], job_id)
+        if trigger != "webhook":  # webhook runs come between polls and leave their timing
+            await conn.execute(SQL["jobs.clear_next_run"], job_id)
     message = {
         "job_id": job_id,
         "tenant_id": tenant_id,

@@ -431,13 +431,21 @@ class Runs:
         row = await conn.fetchrow(SQL["runs.finish_run"], ctx.run_id, outcome, error)
         if row is None:
             return
-        final = st.with_overall(status, outcome)
-        success = outcome == "FINISHED" and ctx.trigger != "retransform"
+        # Webhook runs fetch a few items between polls. Polling stays the source of truth:
+        # they move neither last_sync_date nor the schedule, and the job keeps the overall
+        # state it had (a job READY to poll stays READY); the run's own outcome is its row.
+        webhook = ctx.trigger == "webhook"
+        overall = str(ctx.config.get("prior_overall") or outcome) if webhook else outcome
+        final = st.with_overall(status, overall)
+        success = outcome == "FINISHED" and ctx.trigger not in ("retransform", "webhook")
         await conn.execute(
             SQL["runs.set_job_finished"], ctx.job_id, final, success, row["started_at"]
         )
         await self.announce(conn, ctx.tenant_id, ctx.job_id, final)
-        await schedule_after(conn, ctx.tenant_id, ctx.job_id, self.clock(), self.config.scheduler)
+        if not webhook:
+            await schedule_after(
+                conn, ctx.tenant_id, ctx.job_id, self.clock(), self.config.scheduler
+            )
         log.info("run ended", run_id=ctx.run_id, job_id=ctx.job_id, outcome=outcome, error=error)
 
     async def _set_status(

@@ -13,7 +13,7 @@ that returns a Source.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Protocol
@@ -116,6 +116,17 @@ class Source(ABC):
     def steps(self, job_config: dict[str, Any]) -> Sequence[Step]:
         """The ordered steps of a run with this job configuration."""
 
+    def run_steps(self, job_config: dict[str, Any], settings: Mapping[str, Any]) -> Sequence[Step]:
+        """The steps of a run of an integration with these settings. Sources whose steps
+        depend on the integration (the REST source: one per stream) override this; raise
+        InvalidSettings when the settings cannot make a run."""
+        return self.steps(job_config)
+
+    def supports_targets(self) -> bool:
+        """Whether `steps({"targets": [...]})` makes a targeted run that fetches only the
+        items webhook events named (its steps read `ctx.run.config["targets"]`)."""
+        return False
+
     def step(self, name: str) -> Step:
         for candidate in self.all_steps():
             if candidate.name == name:
@@ -134,6 +145,10 @@ _ENTRY_POINTS_LOADED = False
 
 class UnknownProvider(KeyError):
     pass
+
+
+class InvalidSettings(ValueError):
+    """An integration's settings cannot make a run (the message names the key path)."""
 
 
 def register_source(provider: str, factory: SourceFactory) -> None:

@@ -3,4 +3,5 @@
 from __future__ import annotations
 
 import etld.sources.github
-import etld.sources.jira  # noqa: F401
+import etld.sources.jira
+import etld.sources.rest  # noqa: F401

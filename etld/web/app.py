@@ -8,7 +8,7 @@ from etld.component import Component
 from etld.daemon import Daemon
 from etld.errors import StartupError
 from etld.logs import get_logger
-from etld.web import api_jobs, api_mappings, api_queues, health, ws
+from etld.web import api_jobs, api_mappings, api_queues, health, webhooks, ws
 from etld.web.auth import require_auth, setup_auth
 from etld.web.errors import json_errors
 from etld.web.events import setup_events
@@ -32,6 +32,7 @@ def create_app(daemon: Daemon) -> web.Application:
     api_jobs.add_routes(app)
     api_mappings.add_routes(app)
     api_queues.add_routes(app)
+    webhooks.add_routes(app)
     ws.add_routes(app)
     return app
 

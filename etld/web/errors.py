@@ -20,7 +20,8 @@ from etld.logs import get_logger
 
 log = get_logger(__name__)
 
-JSON_PREFIXES = ("/app/etl/", "/ws/")
+# /webhooks/ answers JSON too, and is no page: it proves itself with a webhook secret.
+JSON_PREFIXES = ("/app/etl/", "/ws/", "/webhooks/")
 
 CODES: dict[int, str] = {
     400: "bad_request",

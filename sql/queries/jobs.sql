@@ -14,9 +14,10 @@ SELECT j.id, j.tenant_id, j.integration_id, j.name, j.job_type, j.status, j.acti
  ORDER BY j.job_order, j.id;
 
 -- name: get
+-- integration_settings: some sources' steps depend on them (one REST step per stream).
 SELECT j.id, j.tenant_id, j.integration_id, j.name, j.job_type, j.status, j.active, j.next_run,
        j.last_sync_date, j.job_order, i.name AS integration_name, i.provider,
-       i.active AS integration_active, t.tier
+       i.active AS integration_active, t.tier, i.settings AS integration_settings
   FROM etl_jobs j
   JOIN integrations i ON i.id = j.integration_id
   JOIN tenants t ON t.id = j.tenant_id

@@ -16,11 +16,16 @@ class JiraSource(Source):
     provider = "jira"
 
     def steps(self, job_config: dict[str, Any]) -> Sequence[Step]:
+        if job_config.get("targets"):
+            return [IssuesStep()]  # a webhook run: the issues events named (see targets.py)
         regular: list[Step] = [ProjectsStep(), StatusesStep(), IssuesStep(), DevStatusStep()]
         if job_config.get("custom_fields_sync"):
             # Fields first, so the issues of the same run are read with what was discovered.
             return [CustomFieldsStep(), *regular]
         return regular
+
+    def supports_targets(self) -> bool:
+        return True
 
     def all_steps(self) -> Sequence[Step]:
         return [*self.steps({}), CustomFieldsStep()]

@@ -35,6 +35,7 @@ from etld.sources.jira.api import (
     save_checkpoint,
 )
 from etld.sources.jira.steps_meta import JiraStep
+from etld.sources.jira.targets import target_refs, targets_jql
 from etld.sources.jira.transform_issues import load_issue_ids, load_issue_page
 
 log = get_logger(__name__)
@@ -118,7 +119,7 @@ class IssueScan:
         cp = await load_checkpoint(self.ctx.pool, self.ctx.run.run_id, IssuesStep.name)
         self.cp = cp if cp is not None else await self._start()
         while not self.cp["done"]:
-            await self._page()
+            await (self._target_page() if self.cp.get("current") else self._page())
         while self.cp["pending"]:
             await self._complete()
         if self.cp["full"] and not self.cp["ids_done"]:
@@ -126,14 +127,17 @@ class IssueScan:
 
     async def _start(self) -> Json:
         run = self.ctx.run
-        full = run.full_sync or run.last_sync_date is None
+        targets = target_refs(run.config)  # a webhook run: only the issues events named
+        full = not targets and (run.full_sync or run.last_sync_date is None)
         since = None
         zone = ZoneInfo("UTC")
-        if not full and run.last_sync_date is not None:
+        if not full and not targets and run.last_sync_date is not None:
             since = run.last_sync_date - timedelta(minutes=self.opts.overlap_minutes)
             zone = await site_zone(self.api)
         cp: Json = {
-            "jql": window_jql(self.opts, since, zone),
+            "jql": targets_jql(targets) if targets else window_jql(self.opts, since, zone),
+            "current": targets,
+            "queue": [],
             "full": full,
             "page": 0,
             "token": None,
@@ -182,6 +186,26 @@ class IssueScan:
         await self._save()
         if len(cp["pending"]) >= self.batch:
             await self._complete()
+
+    async def _target_page(self) -> None:
+        """A page of a targeted search. Jira refuses a whole query that names an issue deleted
+        since the event; its targets are then asked for one by one, and a single refused one
+        is skipped (the next full sync soft-deletes it)."""
+        cp = self.cp
+        try:
+            await self._page()
+        except HttpStatusError as exc:
+            if exc.status != 400:
+                raise
+            if len(cp["current"]) > 1:
+                cp["queue"] = [[ref] for ref in cp["current"]] + cp["queue"]
+            else:
+                log.warning("targeted issue refused by the search, skipped", issue=cp["current"])
+            cp["done"] = True
+        if cp["done"] and cp["queue"]:
+            cp["current"] = cp["queue"].pop(0)
+            cp["jql"], cp["token"], cp["done"] = targets_jql(cp["current"]), None, False
+        await self._save()
 
     async def _complete(self) -> None:
         """Store the first queued issues again, with their complete status histories."""
