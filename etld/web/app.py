@@ -8,23 +8,35 @@ from etld.component import Component
 from etld.daemon import Daemon
 from etld.errors import StartupError
 from etld.logs import get_logger
-from etld.web import api_jobs, api_mappings, api_queues, health, webhooks, ws
+from etld.web import (
+    api_integrations,
+    api_jobs,
+    api_mappings,
+    api_queues,
+    health,
+    openapi,
+    webhooks,
+    ws,
+)
 from etld.web.auth import require_auth, setup_auth
 from etld.web.errors import json_errors
 from etld.web.events import setup_events
 from etld.web.keys import DAEMON
+from etld.web.ui import html_errors, limit_body, setup_ui, ui_auth
 
 log = get_logger(__name__)
 
 
 def create_app(daemon: Daemon) -> web.Application:
-    # json_errors is outermost so that auth refusals are rendered as JSON too.
+    # json_errors is outermost so that auth refusals are rendered as JSON too; html_errors
+    # does the same for the pages (each leaves the other's paths alone).
     app = web.Application(
         client_max_size=daemon.config.web.max_body_bytes,
-        middlewares=[json_errors, require_auth],
+        middlewares=[json_errors, html_errors, limit_body, require_auth, ui_auth],
     )
     app[DAEMON] = daemon
     setup_auth(app)
+    setup_ui(app)  # after setup_auth: the session resolver joins its list
     # The status listener runs from app startup to cleanup, so it starts and stops
     # with the web component's runner (and with a test client) without extra wiring.
     setup_events(app, daemon.config.database.url, daemon.config.daemon.connect_timeout)
@@ -32,6 +44,8 @@ def create_app(daemon: Daemon) -> web.Application:
     api_jobs.add_routes(app)
     api_mappings.add_routes(app)
     api_queues.add_routes(app)
+    api_integrations.add_routes(app)
+    openapi.add_routes(app)
     webhooks.add_routes(app)
     ws.add_routes(app)
     return app
