@@ -13,6 +13,7 @@ so a WebSocket client never sees a state the database does not hold.
 from __future__ import annotations
 
 import resource
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ from etld.store.queries import SQL
 log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
+
+PROGRESS_EVERY = 5.0  # seconds between progress stamps from emits of one run
 
 
 def utcnow() -> datetime:
@@ -144,6 +147,7 @@ class Runs:
         self.publisher = publisher
         self.config = config
         self.clock = clock
+        self._progress_stamped: dict[int, float] = {}
 
     # -- reading -------------------------------------------------------------------
 
@@ -228,15 +232,49 @@ class Runs:
         """
         if not children:
             return 0
-        changes = _Changes()
         async with self.pool.acquire() as conn, conn.transaction():
+            outgoing = await self.record(conn, ctx, parent_key, children)
+        await self.publish(outgoing)
+        return len(outgoing)
+
+    async def record(
+        self,
+        conn: asyncpg.Connection,
+        ctx: RunContext,
+        parent_key: str,
+        children: Sequence[tuple[str, str, str, dict[str, Any]]],
+    ) -> list[Outgoing]:
+        """`emit` inside the caller's transaction: what to `publish` once it commits.
+
+        This lets a handler record a page and the item that transforms it atomically,
+        in one round of commits.
+        """
+        changes = _Changes()
+        if self._progress_due(ctx.run_id):
             await conn.execute(SQL["runs.progress"], ctx.run_id, 0, peak_rss_bytes(), self.clock())
-            for child_key, step, stage, payload in children:
-                await self._add_item(
-                    conn, ctx, f"{parent_key}/{child_key}", step, stage, payload, changes
-                )
-        await self._publish(changes.outgoing)
-        return len(changes.outgoing)
+        for child_key, step, stage, payload in children:
+            await self._add_item(
+                conn, ctx, f"{parent_key}/{child_key}", step, stage, payload, changes
+            )
+        return changes.outgoing
+
+    async def publish(self, outgoing: list[Outgoing]) -> None:
+        await self._publish(outgoing)
+
+    def _progress_due(self, run_id: int) -> bool:
+        """Whether an emit should touch the run's progress stamp (at most every few seconds).
+
+        The stamp only feeds the watchdog, which waits many minutes, and updating the run
+        row waits for every completion that holds it; completions stamp it anyway.
+        """
+        now = time.monotonic()
+        last = self._progress_stamped.get(run_id)
+        if last is not None and now - last < PROGRESS_EVERY:
+            return False
+        if len(self._progress_stamped) > 1000:
+            self._progress_stamped.clear()  # finished runs; a forgotten one just stamps again
+        self._progress_stamped[run_id] = now
+        return True
 
     async def complete(
         self, ctx: RunContext, item_key: str, *, records: int = 0, api_calls: int = 0

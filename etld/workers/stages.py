@@ -30,6 +30,7 @@ from etld.sources.base import (
 )
 from etld.store.queries import SQL
 from etld.workers.errors import Reject
+from etld.workers.pagecache import CachedPage, PageCache
 
 log = get_logger(__name__)
 
@@ -51,6 +52,7 @@ class StageServices:
     runs: Runs
     config: Config
     embeddings_enabled: bool = False
+    pages: PageCache = field(default_factory=PageCache)
 
 
 class _ExtractEmitter:
@@ -68,8 +70,11 @@ class _ExtractEmitter:
         self, type_: str, payload: Any, page_key: str, *, item_count: int | None = None
     ) -> int:
         body = orjson.dumps(payload).decode()
-        async with self.services.pool.acquire() as conn:
-            raw_id: int | None = await conn.fetchval(
+        runs = self.services.runs
+        # The page and the item that transforms it commit together: one commit per page,
+        # and never a stored page without its transform item.
+        async with self.services.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
                 SQL["raw.store_page"],
                 self.ctx.tenant_id,
                 self.ctx.integration_id,
@@ -82,17 +87,25 @@ class _ExtractEmitter:
                 page_key,
                 self.step,
             )
+            raw_id: int | None = row["id"] if row is not None else None
+            inserted = row is not None and row["inserted"]
             if raw_id is None:
                 # A duplicate delivery stored the same page concurrently; the statement's
                 # snapshot could not see that row, a new statement can.
                 raw_id = await conn.fetchval(SQL["raw.page_id"], self.ctx.run_id, type_, page_key)
-        if raw_id is None:
-            raise RuntimeError(f"raw page {page_key} of run {self.ctx.run_id} vanished")
-        await self.services.runs.emit(
-            self.ctx,
-            self.item_key,
-            [(f"t{raw_id}", self.step, "transform", {"raw_data_id": raw_id, "type": type_})],
-        )
+            if raw_id is None:
+                raise RuntimeError(f"raw page {page_key} of run {self.ctx.run_id} vanished")
+            outgoing = await runs.record(
+                conn,
+                self.ctx,
+                self.item_key,
+                [(f"t{raw_id}", self.step, "transform", {"raw_data_id": raw_id, "type": type_})],
+            )
+        if inserted:
+            # Only a row this call wrote is known to hold exactly this payload.
+            cached = CachedPage(self.ctx.tenant_id, type_, payload, len(body))
+            self.services.pages.put(raw_id, cached)
+        await runs.publish(outgoing)
         self.pages += 1
         return raw_id
 
@@ -224,15 +237,20 @@ class StageHandlers:
         step_name = str(_require(delivery.raw, "step"))
         raw_id = int(_require(delivery.raw, "raw_data_id"))
         _, step = _source_step(ctx, step_name)
-        async with self.s.pool.acquire() as conn:
-            row = await conn.fetchrow(SQL["raw.get_for_tenant"], raw_id, ctx.tenant_id)
-        if row is None:
-            raise Reject(f"raw_extraction_data {raw_id} not found for tenant {ctx.tenant_id}")
+        cached = self.s.pages.take(raw_id, ctx.tenant_id)
+        if cached is not None:
+            page_type, payload = cached.type, cached.payload
+        else:
+            async with self.s.pool.acquire() as conn:
+                row = await conn.fetchrow(SQL["raw.get_for_tenant"], raw_id, ctx.tenant_id)
+            if row is None:
+                raise Reject(f"raw_extraction_data {raw_id} not found for tenant {ctx.tenant_id}")
+            page_type, payload = row["type"], row["raw_payload"]
         integration = await _integration(self.s.pool, ctx.integration_id)
         collector = _TransformCollector()
         step_ctx = StepContext(ctx, integration, self.s.pool, self.s.config)
         try:
-            page = RawPage(raw_id, row["type"], row["raw_payload"])
+            page = RawPage(raw_id, page_type, payload)
             records = await step.transform(step_ctx, page, collector)
         except Reject as exc:
             async with self.s.pool.acquire() as conn:

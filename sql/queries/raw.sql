@@ -2,7 +2,7 @@
 
 -- name: store_page
 -- A redelivered extraction stores the same page again: (run, type, page_key) makes that
--- a no-op that still returns the existing row's id.
+-- a no-op that still returns the existing row's id (and says it inserted nothing).
 WITH inserted AS (
     INSERT INTO raw_extraction_data (tenant_id, integration_id, job_id, run_id, type,
                                      raw_payload, payload_size, item_count, page_key, step)
@@ -10,9 +10,9 @@ WITH inserted AS (
     ON CONFLICT (run_id, type, page_key) DO NOTHING
     RETURNING id
 )
-SELECT id FROM inserted
+SELECT id, true AS inserted FROM inserted
 UNION ALL
-SELECT id FROM raw_extraction_data WHERE run_id = $4 AND type = $5 AND page_key = $9
+SELECT id, false FROM raw_extraction_data WHERE run_id = $4 AND type = $5 AND page_key = $9
 LIMIT 1;
 
 -- name: get_for_tenant

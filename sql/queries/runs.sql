@@ -28,7 +28,10 @@ SELECT r.id AS run_id, r.tenant_id, r.job_id, r.outcome, r.current_step, r.steps
  WHERE r.id = $1;
 
 -- name: lock_run
-SELECT outcome, current_step FROM etl_job_runs WHERE id = $1 FOR UPDATE;
+-- NO KEY UPDATE serialises the ledger just as well (it conflicts with itself and with every
+-- UPDATE of the row) yet lets inserts that reference the run (raw pages, items,
+-- checkpoints) take their foreign-key share lock without waiting for a completion.
+SELECT outcome, current_step FROM etl_job_runs WHERE id = $1 FOR NO KEY UPDATE;
 
 -- name: insert_item
 INSERT INTO etl_run_items (run_id, item_key, tenant_id, step, stage, queue, message)
@@ -127,9 +130,16 @@ SELECT item_key, queue, message FROM etl_run_items
  ORDER BY created_at;
 
 -- name: stale_runs
+-- A saved checkpoint is progress too; it lives in its own table so that saving it never
+-- waits for the run row.
 SELECT id, tenant_id, job_id, last_progress_at, watchdog_requeues
-  FROM etl_job_runs
- WHERE outcome = 'RUNNING' AND COALESCE(last_progress_at, started_at) < $1
+  FROM (SELECT r.id, r.tenant_id, r.job_id, r.watchdog_requeues, r.started_at,
+               GREATEST(r.last_progress_at,
+                        (SELECT max(c.updated_at) FROM etl_run_checkpoints c
+                          WHERE c.run_id = r.id)) AS last_progress_at
+          FROM etl_job_runs r
+         WHERE r.outcome = 'RUNNING') AS running
+ WHERE COALESCE(last_progress_at, started_at) < $1
  ORDER BY id;
 
 -- name: watchdog_touch

@@ -331,7 +331,9 @@ async def test_incremental_pass_stores_only_the_touched_issues(make_jira: MakeJi
 async def jira_checkpoint(jira: Jira, run_id: int) -> dict[str, Any]:
     async with jira.pool.acquire() as conn:
         value = await conn.fetchval(
-            "SELECT checkpoint -> $2 FROM etl_job_runs WHERE id = $1", run_id, ISSUES_STEP
+            "SELECT value FROM etl_run_checkpoints WHERE run_id = $1 AND key = $2",
+            run_id,
+            ISSUES_STEP,
         )
     assert isinstance(value, dict)
     return value

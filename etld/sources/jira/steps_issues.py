@@ -18,6 +18,7 @@ stopped; pages are keyed by ordinal, so a page stored twice is stored once.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -114,12 +115,18 @@ class IssueScan:
         self.opts = JiraOptions.of(ctx)
         self.batch = max(1, min(self.opts.changelog_batch, 100))
         self.cp: Json = {}
+        # The next search page, asked for while this one is being stored: (token, answer).
+        self._next: tuple[str, asyncio.Task[Json]] | None = None
 
     async def run(self) -> None:
         cp = await load_checkpoint(self.ctx.pool, self.ctx.run.run_id, IssuesStep.name)
         self.cp = cp if cp is not None else await self._start()
-        while not self.cp["done"]:
-            await (self._target_page() if self.cp.get("current") else self._page())
+        try:
+            while not self.cp["done"]:
+                await (self._target_page() if self.cp.get("current") else self._page())
+        finally:
+            if self._next is not None:
+                self._next[1].cancel()
         while self.cp["pending"]:
             await self._complete()
         if self.cp["full"] and not self.cp["ids_done"]:
@@ -168,8 +175,16 @@ class IssueScan:
 
     async def _page(self) -> None:
         cp = self.cp
-        answer = await self._search(cp["jql"], self.opts.search_page_size, cp["token"])
+        size = self.opts.search_page_size
+        answer = await self._answer(cp["token"])
         issues = _issues(answer, "POST /search/jql")
+        following = answer.get("nextPageToken")
+        if following and answer.get("isLast") is not True and issues and not cp.get("current"):
+            # The next page depends only on this answer's token: fetch it while this one is
+            # stored. The checkpoint still moves only after the store, so a crash loses no
+            # page. Targeted searches fetch one page at a time (a 400 there means a retry).
+            search = self._search(cp["jql"], size, following)
+            self._next = (following, asyncio.ensure_future(search))
         cut = [str(i["id"]) for i in issues if changelog_cut(i)]
         if cut:
             # Queued before the page is stored: every issue a stored page defers is queued.
@@ -186,6 +201,15 @@ class IssueScan:
         await self._save()
         if len(cp["pending"]) >= self.batch:
             await self._complete()
+
+    async def _answer(self, token: str | None) -> Json:
+        """The answer for `token`: the one fetched ahead if it is for this token."""
+        ahead, self._next = self._next, None
+        if ahead is not None:
+            if ahead[0] == token:
+                return await ahead[1]
+            ahead[1].cancel()
+        return await self._search(self.cp["jql"], self.opts.search_page_size, token)
 
     async def _target_page(self) -> None:
         """A page of a targeted search. Jira refuses a whole query that names an issue deleted

@@ -15,6 +15,7 @@ so a stored page can be transformed again at any time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ log = get_logger(__name__)
 CUSTOM_SLOTS = tuple(f"custom_field_{i:02d}" for i in range(1, 21))
 SLOTS = ("team", "story_points", "code_changed", *CUSTOM_SLOTS)  # the allow-list of columns
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+YIELD_EVERY = 10  # issues between turns of the event loop, a few ms of CPU
 Json = dict[str, Any]
 
 
@@ -285,9 +287,17 @@ async def load_issue_page(ctx: StepContext, page: RawPage, out: TransformOutput)
     tenant, integration = ctx.run.tenant_id, ctx.integration.id
     async with ctx.pool.acquire() as conn:
         lookups = await read_lookups(conn, tenant, integration)
-        rows = newest_per_issue(
-            issue_rows(i, parsed.histories.get(str(i["id"]), ()), lookups) for i in parsed.issues
-        )
+        computed: list[IssueRows] = []
+        for start in range(0, len(parsed.issues), YIELD_EVERY):
+            if start:
+                # A page is tens of ms of CPU; letting other handlers (the sequential
+                # issue scan above all) run in between keeps them from queueing behind it.
+                await asyncio.sleep(0)
+            computed.extend(
+                issue_rows(i, parsed.histories.get(str(i["id"]), ()), lookups)
+                for i in parsed.issues[start : start + YIELD_EVERY]
+            )
+        rows = newest_per_issue(computed)
         if not rows:
             return 0
         async with conn.transaction():
