@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -214,6 +214,36 @@ async def fetch_list(api: ApiClient, etags: Etags, url: str) -> Listed:
         return Listed(url, answer, None, known.meta.get("next") or _after(url, known.meta), known)
     items = expect_list(answer.data, url)
     return Listed(url, answer, items, answer.links.get("next"), known)
+
+
+@dataclass
+class Pages:
+    """Every page of one list: the answers that came with a body, whether that is all of it
+    (no page answered 304), how many items it holds, and the ETags to record."""
+
+    answers: list[list[Json]] = field(default_factory=list)
+    complete: bool = True
+    count: int = 0
+    entries: list[tuple[str, str, Json]] = field(default_factory=list)
+
+
+async def all_pages(api: ApiClient, etags: Etags, url: str) -> Pages:
+    """Every page of the list starting at `url`, along `Link`."""
+    out = Pages()
+    next_url: str | None = url
+    while next_url is not None:
+        listed = await fetch_list(api, etags, next_url)
+        if listed.items is None:
+            out.complete = False
+            out.count += int(listed.known.meta.get("count") or 0) if listed.known else 0
+        else:
+            out.answers.append(listed.items)
+            out.count += len(listed.items)
+            entry = listed.entry()
+            if entry is not None:
+                out.entries.append(entry)
+        next_url = listed.next
+    return out
 
 
 def _after(url: str, meta: Mapping[str, Any]) -> str | None:

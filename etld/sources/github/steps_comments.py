@@ -8,10 +8,15 @@ request, and the transform leaves them out. The step runs after the pull request
 loaded, so every comment finds its pull request's row; a comment on a pull request opened
 after the scan is picked up by the next run, whose window reaches back to this run's start.
 Deleted comments are not noticed: no list tells of them.
+
+A webhook run (`targets` in its configuration) reads instead, for each pull request the pull
+requests step found, every page of its own two lists (`/pulls/{n}/comments`,
+`/issues/{n}/comments`), with no window (see `targets`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +26,7 @@ from etld.sources.github.api import (
     GitHubOptions,
     Json,
     fetch_list,
+    first_error,
     github_session,
     list_url,
     load_checkpoint,
@@ -29,7 +35,9 @@ from etld.sources.github.api import (
     window_start,
 )
 from etld.sources.github.steps_repos import GitHubStep, run_repositories
+from etld.sources.github.targets import found_pulls, targeted
 from etld.sources.github.transform_pulls import finish
+from etld.sources.http import ApiClient, HttpStatusError
 from etld.store.queries import SQL
 from etld.workers.errors import Reject
 
@@ -54,6 +62,9 @@ class CommentsStep(GitHubStep):
     async def extract(self, ctx: StepContext, message: dict[str, Any], out: ExtractOutput) -> None:
         opts = GitHubOptions.of(ctx)
         etags = Etags(ctx.pool, ctx.integration.id, opts.conditional_requests)
+        if targeted(ctx.run.config):  # a webhook run: the comments of the pull requests named
+            await self._targeted(ctx, out, etags, opts)
+            return
         cp = await load_checkpoint(ctx.pool, ctx.run.run_id, STEP)
         if cp is None:
             since = window_start(ctx, opts)
@@ -93,6 +104,66 @@ class CommentsStep(GitHubStep):
                 else:
                     cp["repo"], cp["kind"], cp["url"], cp["page"] = cp["repo"] + 1, 0, None, 0
                 await save_checkpoint(ctx.pool, ctx.run.run_id, STEP, cp)
+
+    async def _targeted(
+        self, ctx: StepContext, out: ExtractOutput, etags: Etags, opts: GitHubOptions
+    ) -> None:
+        pulls = await found_pulls(ctx)
+        cp = await load_checkpoint(ctx.pool, ctx.run.run_id, STEP) or {"index": 0}
+        size = max(1, opts.details_per_page)
+        async with github_session(ctx, out) as api:
+            while cp["index"] < len(pulls):
+                start = cp["index"]
+                chunk = pulls[start : start + size]
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        tasks = [
+                            group.create_task(_pull_comments(api, etags, opts, pull, kind))
+                            for pull in chunk
+                            for kind in KINDS
+                        ]
+                except ExceptionGroup as failed:
+                    raise first_error(failed) from None
+                entries: list[tuple[str, str, Json]] = []
+                for task in tasks:
+                    pages, found = task.result()
+                    for key, type_, payload in pages:
+                        count = len(payload["comments"])
+                        await out.store_page(type_, payload, key, item_count=count)
+                    entries += found
+                await etags.save(entries)
+                cp["index"] = start + len(chunk)
+                await save_checkpoint(ctx.pool, ctx.run.run_id, STEP, cp)
+
+
+async def _pull_comments(
+    api: ApiClient, etags: Etags, opts: GitHubOptions, pull: Json, kind: tuple[str, str, str, str]
+) -> tuple[list[tuple[str, str, Json]], list[tuple[str, str, Json]]]:
+    """Every page of one pull request's review or conversation comments: the pages to store
+    (key, type, payload) and the ETags to record once they are."""
+    name, path, type_, _ = kind
+    repo, number = pull["repository"], pull["number"]
+    owner = path.rsplit("/", 1)[0]  # /pulls/comments -> /pulls/{n}/comments
+    params: list[tuple[str, str | int]] = [("per_page", opts.page_size), ("page", 1)]
+    url: str | None = list_url(api, f"/repos/{repo['full_name']}{owner}/{number}/comments", params)
+    pages: list[tuple[str, str, Json]] = []
+    entries: list[tuple[str, str, Json]] = []
+    n = 0
+    while url is not None:
+        try:
+            listed = await fetch_list(api, etags, url)
+        except HttpStatusError as exc:
+            if exc.status != 404:
+                raise
+            break  # gone since the pull requests step read it
+        if listed.items:
+            key = f"r{repo['id']}:n{number}:{name}:p{n}"
+            pages.append((key, type_, {"repository": repo, "comments": listed.items}))
+        entry = listed.entry()
+        if entry is not None:
+            entries.append(entry)
+        url, n = listed.next, n + 1
+    return pages, entries
 
 
 def _number(url: Any) -> int | None:

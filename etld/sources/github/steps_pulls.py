@@ -12,6 +12,9 @@ is called only where the list cannot do: when the commit list reaches GitHub's 2
 changed files) at one more call per pull request. Comments come in the next step, from the
 repository-wide lists, which costs a call per hundred comments instead of two per pull request.
 
+A webhook run (`targets` in its configuration) reads only the pull requests it names, each
+with `GET /pulls/{n}` and its commits and reviews (`TargetedPulls`, see `targets`).
+
 The scan checkpoints after every page. Batch items need no checkpoint: pages are keyed by
 batch, and the ETags recorded as pages are stored answer 304 for what a redelivered item
 already fetched.
@@ -20,7 +23,7 @@ already fetched.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from etld.logs import get_logger
@@ -30,6 +33,8 @@ from etld.sources.github.api import (
     Etags,
     GitHubOptions,
     Json,
+    Pages,
+    all_pages,
     fetch_list,
     first_error,
     github_session,
@@ -40,6 +45,7 @@ from etld.sources.github.api import (
     window_start,
 )
 from etld.sources.github.steps_repos import GitHubStep, run_repositories
+from etld.sources.github.targets import CHECKPOINT, fetch_pull, target_refs, targeted
 from etld.sources.github.transform_pulls import load_details_page, load_pull_page
 from etld.sources.http import ApiClient, HttpStatusError, MalformedResponse
 from etld.workers.errors import Reject
@@ -61,6 +67,10 @@ class PullRequestsStep(GitHubStep):
     async def extract(self, ctx: StepContext, message: dict[str, Any], out: ExtractOutput) -> None:
         opts = GitHubOptions.of(ctx)
         etags = Etags(ctx.pool, ctx.integration.id, opts.conditional_requests)
+        if targeted(ctx.run.config):  # a webhook run: only the pull requests events named
+            async with github_session(ctx, out) as api:
+                await TargetedPulls(ctx, out, api, etags, opts).run()
+            return
         if "pulls" in message:
             async with github_session(ctx, out) as api:
                 await DetailsBatch(ctx, out, api, etags, opts).run(message)
@@ -153,17 +163,6 @@ class PullScan:
 
 
 @dataclass
-class Pages:
-    """Every page of one list: the answers that came with a body, whether that is all of it
-    (no page answered 304), how many items it holds, and the ETags to record."""
-
-    answers: list[list[Json]] = field(default_factory=list)
-    complete: bool = True
-    count: int = 0
-    entries: list[tuple[str, str, Json]] = field(default_factory=list)
-
-
-@dataclass
 class Fetched:
     payload: Json
     changed: bool
@@ -248,18 +247,100 @@ class DetailsBatch:
         return Fetched(payload, changed, entries)
 
     async def _pages(self, url: str) -> Pages:
-        out = Pages()
-        next_url: str | None = url
-        while next_url is not None:
-            listed = await fetch_list(self.api, self.etags, next_url)
-            if listed.items is None:
-                out.complete = False
-                out.count += int(listed.known.meta.get("count") or 0) if listed.known else 0
-            else:
-                out.answers.append(listed.items)
-                out.count += len(listed.items)
-                entry = listed.entry()
-                if entry is not None:
-                    out.entries.append(entry)
-            next_url = listed.next
-        return out
+        return await all_pages(self.api, self.etags, url)
+
+
+@dataclass
+class Target:
+    """One target as read: where it stands, its repository and pull request, and its lists."""
+
+    index: int
+    repo: Json
+    pull: Json
+    commits: Pages
+    reviews: Pages
+
+
+class TargetedPulls:
+    """The root item of a webhook run: each named pull request with its commits and reviews,
+    `details_per_page` at a time, checkpointed after each group."""
+
+    def __init__(
+        self,
+        ctx: StepContext,
+        out: ExtractOutput,
+        api: ApiClient,
+        etags: Etags,
+        opts: GitHubOptions,
+    ) -> None:
+        self.ctx, self.out, self.api, self.etags, self.opts = ctx, out, api, etags, opts
+
+    async def run(self) -> None:
+        refs = target_refs(self.ctx.run.config)
+        run_id = self.ctx.run.run_id
+        cp = await load_checkpoint(self.ctx.pool, run_id, CHECKPOINT)
+        cp = cp or {"index": 0, "found": []}
+        size = max(1, self.opts.details_per_page)
+        while cp["index"] < len(refs):
+            start = cp["index"]
+            chunk = refs[start : start + size]
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [
+                        group.create_task(self._read(start + k, full, number))
+                        for k, (full, number) in enumerate(chunk)
+                    ]
+            except ExceptionGroup as failed:
+                raise first_error(failed) from None
+            entries: list[tuple[str, str, Json]] = []
+            for got in (t.result() for t in tasks):
+                if got is not None:
+                    await self._store(got)
+                    cp["found"].append({"repository": got.repo, "number": got.pull["number"]})
+                    entries += got.commits.entries + got.reviews.entries
+            await self.etags.save(entries)
+            cp["index"] = start + len(chunk)
+            await save_checkpoint(self.ctx.pool, run_id, CHECKPOINT, cp)
+        log.info("github targeted pull requests", run_id=run_id, found=len(cp["found"]))
+
+    async def _read(self, index: int, full: str, number: int) -> Target | None:
+        found = await fetch_pull(self.ctx, self.api, full, number)
+        if found is None:
+            return None
+        repo, pull = found
+        try:
+            commits = await all_pages(self.api, self.etags, self._url(repo, number, "commits"))
+            reviews = await all_pages(self.api, self.etags, self._url(repo, number, "reviews"))
+        except HttpStatusError as exc:
+            if exc.status != 404:
+                raise
+            log.warning("github pull request gone", repository=repo["full_name"], number=number)
+            return None
+        return Target(index, repo, pull, commits, reviews)
+
+    def _url(self, repo: Json, number: int, kind: str) -> str:
+        # The URLs polling reads, so their ETags serve both.
+        path = f"/repos/{repo['full_name']}/pulls/{number}/{kind}"
+        return list_url(self.api, path, [("per_page", self.opts.page_size), ("page", 1)])
+
+    async def _store(self, got: Target) -> None:
+        """The pull request as a list page (its row and the links of its texts), and its
+        commits and reviews as a details page with the answer as `pull_detail`."""
+        pull, key = got.pull, f"t{got.index}"
+        await self.out.store_page(
+            PULLS, {"repository": got.repo, "pulls": [pull]}, f"{key}:pull", item_count=1
+        )
+        entry = {
+            "pull": {
+                "id": str(pull["id"]),
+                "number": pull["number"],
+                "updated_at": pull.get("updated_at"),
+            },
+            "commits": got.commits.answers,
+            "commits_complete": got.commits.complete,
+            "reviews": got.reviews.answers,
+            "reviews_complete": got.reviews.complete,
+            "pull_detail": pull,
+        }
+        payload = {"repository": got.repo, "pulls": [entry]}
+        await self.out.store_page(DETAILS, payload, f"{key}:details", item_count=1)
