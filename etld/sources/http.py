@@ -28,11 +28,11 @@ import hashlib
 import random
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -98,6 +98,25 @@ def stage_errors() -> Iterator[None]:
         raise Retry(delay=exc.delay, reason=str(exc), count=False) from exc
     except (AuthError, MalformedResponse, ResponseTooLarge, HttpStatusError, UrlPolicyError) as exc:
         raise Reject(str(exc)) from exc
+
+
+class CallReport(Protocol):
+    def count_api_calls(self, calls: int) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def open_session(client: ApiClient, out: CallReport) -> AsyncIterator[ApiClient]:
+    """An open client whose errors become Reject/Retry and whose calls are reported to `out`.
+
+    Every source's extraction uses its client this way, so a failed step still reports
+    the calls it made.
+    """
+    try:
+        with stage_errors():
+            async with client:
+                yield client
+    finally:
+        out.count_api_calls(client.calls)
 
 
 # -- provider hooks ------------------------------------------------------------------------------

@@ -10,9 +10,9 @@ to the rate limit, and nothing is stored or transformed again.
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +28,7 @@ from etld.sources.http import (
     ApiPage,
     HttpOptions,
     MalformedResponse,
-    stage_errors,
+    open_session,
 )
 from etld.sources.urlpolicy import UrlPolicy, UrlPolicyError
 from etld.store.queries import SQL
@@ -125,16 +125,9 @@ def github_client(ctx: StepContext) -> ApiClient:
         raise Reject(str(exc)) from None
 
 
-@contextlib.asynccontextmanager
-async def github_session(ctx: StepContext, out: ExtractOutput) -> AsyncIterator[ApiClient]:
+def github_session(ctx: StepContext, out: ExtractOutput) -> AbstractAsyncContextManager[ApiClient]:
     """An open client whose errors become Reject/Retry and whose calls are reported."""
-    client = github_client(ctx)
-    try:
-        with stage_errors():
-            async with client:
-                yield client
-    finally:
-        out.count_api_calls(client.calls)
+    return open_session(github_client(ctx), out)
 
 
 def first_error(group: BaseExceptionGroup[Exception]) -> Exception:

@@ -4,8 +4,8 @@ offset paging, and the run checkpoint that lets an interrupted extraction resume
 from __future__ import annotations
 
 import base64
-import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from etld.sources.http import (
     ApiClient,
     HttpOptions,
     MalformedResponse,
-    stage_errors,
+    open_session,
 )
 from etld.sources.urlpolicy import UrlPolicy, UrlPolicyError
 from etld.store.queries import SQL
@@ -82,16 +82,9 @@ def jira_client(ctx: StepContext) -> ApiClient:
         raise Reject(str(exc)) from None
 
 
-@contextlib.asynccontextmanager
-async def jira_session(ctx: StepContext, out: ExtractOutput) -> AsyncIterator[ApiClient]:
+def jira_session(ctx: StepContext, out: ExtractOutput) -> AbstractAsyncContextManager[ApiClient]:
     """An open client whose errors become Reject/Retry and whose calls are reported."""
-    client = jira_client(ctx)
-    try:
-        with stage_errors():
-            async with client:
-                yield client
-    finally:
-        out.count_api_calls(client.calls)
+    return open_session(jira_client(ctx), out)
 
 
 def expect_object(answer: Any, what: str) -> Json:

@@ -4,15 +4,15 @@ client, and the run checkpoint of a stream."""
 from __future__ import annotations
 
 import base64
-import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
 
 from etld.secrets import SecretError, integration_secret
 from etld.sources.base import ExtractOutput, StepContext
-from etld.sources.http import ApiClient, HeaderLimits, HttpOptions, stage_errors
+from etld.sources.http import ApiClient, HeaderLimits, HttpOptions, open_session
 from etld.sources.rest.model import RestSettings, Stream
 from etld.sources.rest.settings import RestSettingsError, parse_settings
 from etld.sources.urlpolicy import UrlPolicy, UrlPolicyError
@@ -100,18 +100,11 @@ def rest_client(ctx: StepContext, settings: RestSettings) -> ApiClient:
         raise Reject(str(exc)) from None
 
 
-@contextlib.asynccontextmanager
-async def rest_session(
+def rest_session(
     ctx: StepContext, settings: RestSettings, out: ExtractOutput
-) -> AsyncIterator[ApiClient]:
+) -> AbstractAsyncContextManager[ApiClient]:
     """An open client whose errors become Reject/Retry and whose calls are reported."""
-    client = rest_client(ctx, settings)
-    try:
-        with stage_errors():
-            async with client:
-                yield client
-    finally:
-        out.count_api_calls(client.calls)
+    return open_session(rest_client(ctx, settings), out)
 
 
 # -- checkpoints and cursors ------------------------------------------------------------------
