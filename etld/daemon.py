@@ -112,6 +112,15 @@ class Daemon:
     def _role_components(self) -> list[Component]:
         """The parts each role adds, in start order (imported lazily: roles are optional)."""
         parts: list[Component] = []
+        vectors = None
+        if self.config.embeddings.enabled and self.roles & {"workers", "web"}:
+            from etld.vectors.service import VectorServices
+
+            assert self.pool is not None
+            # Before the consumers: the model is loaded and checked before work arrives.
+            vectors = VectorServices(self.config, self.pool, store_required="workers" in self.roles)
+            self.services["vectors"] = vectors
+            parts.append(vectors)
         if "workers" in self.roles:
             from etld.workers import default_handlers
             from etld.workers.pool import ConsumerPool
@@ -120,10 +129,16 @@ class Daemon:
             assert self.pool is not None
             if "handlers" in self.services:  # given by an embedding program or a test
                 handlers = self.services["handlers"]
-            else:
+            elif vectors is None:
                 handlers = default_handlers(
                     StageServices(self.pool, self.services["runs"], self.config)
                 )
+            else:
+                services = StageServices(
+                    self.pool, self.services["runs"], self.config, embeddings_enabled=True
+                )
+                handlers = default_handlers(services)
+                handlers["embedding"] = vectors.embedding_handler(services)
             parts.append(ConsumerPool(self, handlers=handlers))
         if "scheduler" in self.roles:
             from etld.jobs.notify import NotificationDelivery

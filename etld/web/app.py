@@ -13,6 +13,7 @@ from etld.web import (
     api_jobs,
     api_mappings,
     api_queues,
+    api_search,
     health,
     openapi,
     webhooks,
@@ -44,6 +45,7 @@ def create_app(daemon: Daemon) -> web.Application:
     api_jobs.add_routes(app)
     api_mappings.add_routes(app)
     api_queues.add_routes(app)
+    api_search.add_routes(app)
     api_integrations.add_routes(app)
     openapi.add_routes(app)
     webhooks.add_routes(app)
