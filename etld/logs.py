@@ -26,12 +26,23 @@ def _mask_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
+def _is_control(ch: str) -> bool:
+    # C0 and C1 controls (0x9b starts an escape sequence on some terminals), DEL, and the
+    # Unicode line and paragraph separators some viewers break lines on.
+    code = ord(ch)
+    return code < 32 or 0x7F <= code <= 0x9F or code in (0x2028, 0x2029)
+
+
 def _escape_controls(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     # On the console a newline or escape sequence inside a value could forge a log line;
-    # JSON output is already safe because orjson escapes them.
+    # JSON output is already safe because orjson escapes them. Values that are not strings
+    # are rendered with repr(), which escapes them too.
     for key, value in event.items():
-        if isinstance(value, str) and any(ord(ch) < 32 for ch in value):
-            event[key] = value.encode("unicode_escape").decode("ascii")
+        if isinstance(value, str) and any(_is_control(ch) for ch in value):
+            event[key] = "".join(
+                ch.encode("unicode_escape").decode("ascii") if _is_control(ch) else ch
+                for ch in value
+            )
     return event
 
 

@@ -26,6 +26,7 @@ import asyncpg
 
 from etld.component import Component
 from etld.config import Config
+from etld.errors import StartupError
 from etld.jobs.control import start_job
 from etld.jobs.notify import notify
 from etld.jobs.runs import Clock, Runs, utcnow
@@ -87,8 +88,15 @@ class Scheduler(Component):
         while not self._stopping.is_set():
             try:
                 await self.tick()
-            except (asyncpg.PostgresError, OSError, ConnectionError) as exc:
+            except (
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                OSError,
+                ConnectionError,
+                StartupError,
+            ) as exc:
                 # A lost database or broker must not kill the daemon; the next tick retries.
+                # (Reconnecting for the lock raises StartupError while PostgreSQL is away.)
                 log.warning("scheduler tick failed", error=repr(exc))
                 await self.release()
             with contextlib.suppress(TimeoutError):

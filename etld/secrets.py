@@ -14,10 +14,11 @@ import secrets as _random
 from collections.abc import Mapping
 from typing import Any
 
+import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from etld.errors import EtldError
+from etld.errors import EtldError, StartupError
 
 _VERSION = b"\x01"
 _NONCE_BYTES = 12
@@ -87,3 +88,25 @@ def integration_secret(
     if credentials:
         return decrypt_secret(secret_key, tenant_id, integration_id, credentials)
     return None
+
+
+async def require_secret_key(conn: asyncpg.Connection, secret_key: str) -> None:
+    """Refuse to start without a key when the database holds encrypted secrets.
+
+    Without the key every run of such an integration would fail at its first call; the
+    operator is better told at once, in one line, than by a stream of dead letters.
+    """
+    if secret_key:
+        return
+    try:
+        sealed = await conn.fetchval(
+            "SELECT count(*) FROM integrations"
+            " WHERE credentials IS NOT NULL OR webhook_secret IS NOT NULL"
+        )
+    except asyncpg.UndefinedTableError:
+        return  # a database not migrated yet holds no secrets
+    if sealed:
+        raise StartupError(
+            f"ETLD_SECRET_KEY is not set, but {sealed} integration(s) store encrypted "
+            "credentials: set it to the key they were saved with"
+        )

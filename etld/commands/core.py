@@ -9,8 +9,10 @@ from typing import Any
 
 from etld.config import Config, ConfigError
 from etld.daemon import ALL_ROLES, Daemon
-from etld.errors import redact_url
+from etld.errors import StartupError, redact_url
+from etld.secrets import require_secret_key
 from etld.store.migrate import ensure_database, migrate
+from etld.store.pool import connect
 
 
 def register(subparsers: Any) -> None:
@@ -54,10 +56,25 @@ def parse_roles(text: str) -> frozenset[str]:
 
 def run_daemon(config: Config, roles: frozenset[str] = ALL_ROLES) -> int:
     async def main() -> int:
+        await _check_secret_key(config)
         daemon = Daemon(config, roles)
         return await daemon.run()
 
     return asyncio.run(main())
+
+
+async def _check_secret_key(config: Config) -> None:
+    """Encrypted credentials in the database need ETLD_SECRET_KEY (a one-line exit 1)."""
+    if config.security.secret_key:
+        return
+    try:
+        conn = await connect(config.database.url, config.daemon.connect_timeout)
+    except StartupError:
+        return  # the daemon reports an unreachable database itself, the usual way
+    try:
+        await require_secret_key(conn, config.security.secret_key)
+    finally:
+        await conn.close()
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ import asyncpg
 import orjson
 
 from etld.config import Config
+from etld.faults import crash_point
 from etld.jobs import status as st
 from etld.jobs.notify import notify
 from etld.jobs.schedule import schedule_after
@@ -298,6 +299,7 @@ class Runs:
                 fresh = await self.context(ctx.run_id, conn)
                 assert fresh is not None
                 await self._advance(conn, fresh, changes)
+            crash_point("status_update")
         await self._publish(changes.outgoing)
         return True
 

@@ -13,6 +13,10 @@ after a pause, or redelivered by the broker when the channel is gone. A
 handler cancelled mid-way (shutdown past the grace period, lost connection) is
 never acked either. Redelivery can therefore repeat a handler's work, which is
 why handlers are idempotent.
+
+A handler that failed because PostgreSQL is away (restarting, failing over) is tried
+again without using up an attempt: the message is not at fault, and a restart longer
+than the retry schedule must not dead-letter every message in flight.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiormq
+import asyncpg
 import orjson
 import structlog
 
@@ -32,6 +37,7 @@ from etld import dlq
 from etld.broker.backoff import retry_delay
 from etld.broker.publish import PublishError
 from etld.broker.topology import DEAD_LETTER_EXCHANGE, RUNNER_DEAD_KEY, Topology
+from etld.faults import crash_point
 from etld.logs import get_logger
 from etld.messages import MESSAGE_CLASSES, STAGE_KINDS, InvalidMessage, Message, parse_message
 from etld.telemetry import (
@@ -63,6 +69,17 @@ def _short(text: str | None) -> str | None:
     if text is None or len(text) <= HEADER_TEXT_LIMIT:
         return text
     return text[: HEADER_TEXT_LIMIT - 15] + "...[truncated]"
+
+
+# Errors that say the database went away, not that the message is bad.
+_DATABASE_OUTAGE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+DATABASE_PROBE_SECONDS = 2.0
 
 
 def int_field(data: object, key: str) -> int | None:
@@ -209,6 +226,7 @@ class Runner:
             await self._failed(msg, delivery, exc)
         else:
             self._latency.observe(time.perf_counter() - started)
+            crash_point("before_ack")
             await self._ack(msg)
             self._handled.inc()
 
@@ -218,6 +236,14 @@ class Runner:
         self, msg: aiormq.abc.DeliveredMessage, delivery: Delivery, exc: Exception
     ) -> None:
         error = f"{type(exc).__name__}: {exc}"
+        if await self._database_outage(exc):
+            log.warning(
+                "database unavailable, will retry without using an attempt",
+                attempt=delivery.attempt,
+                error=error,
+            )
+            await self._retry(msg, delivery, None, False, f"database unavailable: {error}")
+            return
         if delivery.attempt >= delivery.max_retries:
             await self._dead_letter(
                 msg,
@@ -231,6 +257,24 @@ class Runner:
             return
         log.warning("handler failed, will retry", attempt=delivery.attempt, error=error)
         await self._retry(msg, delivery, None, True, error)
+
+    async def _database_outage(self, exc: Exception) -> bool:
+        """Whether the handler failed because PostgreSQL is unreachable right now.
+
+        asyncpg's connection-level errors say so by themselves. A bare OSError may come
+        from anywhere (a source's socket too), so the database is asked before blaming it.
+        """
+        if isinstance(exc, _DATABASE_OUTAGE):
+            return True
+        if not isinstance(exc, OSError | asyncpg.InterfaceError):
+            return False
+        try:
+            async with asyncio.timeout(DATABASE_PROBE_SECONDS):
+                async with self.pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return True
+        return False
 
     async def _retry(
         self,

@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 
 from etld.config import Config
+from etld.faults import crash_point
 from etld.jobs.runs import RunContext, Runs
 from etld.logs import get_logger
 from etld.sources.base import (
@@ -101,6 +102,7 @@ class _ExtractEmitter:
                 self.item_key,
                 [(f"t{raw_id}", self.step, "transform", {"raw_data_id": raw_id, "type": type_})],
             )
+        crash_point("page_stored")
         if inserted:
             # Only a row this call wrote is known to hold exactly this payload.
             cached = CachedPage(self.ctx.tenant_id, type_, payload, len(body))
@@ -258,6 +260,7 @@ class StageHandlers:
             raise
         async with self.s.pool.acquire() as conn:
             await conn.execute(SQL["raw.mark_processed"], raw_id)
+        crash_point("load_committed")
         if self.s.embeddings_enabled and collector.requests:
             await self.s.runs.emit(
                 ctx, item_key, _embedding_children(step_name, collector.requests)
