@@ -10,8 +10,10 @@ time, as a stage's prefetch would), every page stored in raw_extraction_data; th
 stored page transformed (`--concurrency` at a time). Three runs: a full sync; the same full
 sync with nothing changed (ETags: the simulator answers 304s); an incremental run with nothing
 changed. Reported: pull requests per second, API calls per 100 pull requests (target about
-2.1 per pull request: a commits and a reviews call each, plus the lists), and what the
-unchanged runs cost. JSON goes to bench/results/github_sync.json. Needs the local PostgreSQL.
+2.1 per pull request: a commits and a reviews call each, plus the lists), what the
+unchanged runs cost, new rows per second of transform, CPU seconds of the bench process per
+1,000 pull requests (the steps run in it; PostgreSQL's CPU not included) and its peak RSS.
+JSON goes to bench/results/github_sync.json. Needs the local PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import signal
 import time
 from datetime import UTC, datetime
@@ -41,6 +44,14 @@ from bench.common import (
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
 TOKEN_ENV = "ETLD_BENCH_GITHUB_TOKEN"
 TARGET_CALLS_PER_100 = 215.0  # about 2.1 per pull request at 100 a page
+LOADED_TABLES = (
+    "repositories",
+    "pull_requests",
+    "pr_commits",
+    "pr_reviews",
+    "pr_comments",
+    "work_items_prs_links",
+)
 RUNS = (("full sync", True), ("unchanged re-sync", True), ("unchanged incremental", False))
 
 
@@ -203,6 +214,18 @@ async def run_steps(
     return figures
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def table_rows(pool: asyncpg.Pool) -> int:
+    """Rows in the tables the GitHub steps load (new rows only: updates count nothing)."""
+    async with pool.acquire() as conn:
+        counts = [await conn.fetchval(f"SELECT count(*) FROM {t}") for t in LOADED_TABLES]
+    return sum(counts)
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     import etld.sources.builtin  # noqa: F401  (registers the sources)
     from etld.config import parse_config
@@ -252,9 +275,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             for name, full in RUNS:
                 await sim_stats(port, reset=True)
                 before = (await sim_stats(port))["statuses"]
+                rows_before = await table_rows(pool)
+                cpu_before = cpu_seconds()
                 figures = await run_steps(
                     pool, config, (tenant, integration, job), full=full, workers=args.concurrency
                 )
+                figures["cpu_seconds"] = cpu_seconds() - cpu_before
+                figures["rows"] = await table_rows(pool) - rows_before
                 stats = await sim_stats(port)
                 figures["api_calls"] = stats["calls"]
                 figures["not_modified"] = stats["statuses"].get("304", 0) - before.get("304", 0)
@@ -277,9 +304,15 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "answered_304": f["not_modified"],
                 "pages_stored": f["pages"],
                 "mb_stored": round(f["bytes"] / 1e6, 2),
+                "rows": f["rows"],
+                "rows_per_s": round(f["rows"] / max(1e-9, f["seconds"] - f["extract_seconds"]), 1),
+                "cpu_seconds": round(f["cpu_seconds"], 2),
+                "cpu_seconds_per_1000_prs": round(f["cpu_seconds"] * 1000 / max(1, args.prs), 2),
             }
             for name, f in runs.items()
         },
+        # The bench process: the steps, the pool and the client (the simulator is a child).
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
 
 
@@ -302,10 +335,14 @@ def report(result: dict[str, Any]) -> None:
         ),
         Figure("unchanged re-sync: pull requests/s", f"{again['prs_per_s']:,.0f}"),
         Figure("unchanged incremental: API calls", f"{quiet['api_calls']}"),
+        Figure("rows/s into PostgreSQL (full sync transform)", f"{full['rows_per_s']:,.0f}"),
+        Figure("CPU seconds per 1,000 PRs (full sync)", f"{full['cpu_seconds_per_1000_prs']:.2f}"),
+        Figure("peak RSS (bench process)", f"{result['peak_rss_bytes'] / 2**20:,.0f} MiB"),
     ]
     notes = [
         f"{name}: {r['seconds']}s ({r['extract_seconds']}s extraction, {r['transform_seconds']}s "
-        f"transform), {r['api_calls']} calls, {r['pages_stored']} pages, {r['mb_stored']} MB stored"
+        f"transform), {r['api_calls']} calls, {r['pages_stored']} pages, "
+        f"{r['mb_stored']} MB stored, {r['rows']:,} new rows, {r['cpu_seconds']}s CPU"
         for name, r in result["runs"].items()
     ]
     title = (

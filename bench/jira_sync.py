@@ -14,7 +14,10 @@ budget).
 The limit is the least any program could do with the same data and hardware: orjson parsing
 of the same search pages, and COPY of the same work_items and changelogs rows into tables of
 the same shape and indexes; no HTTP, no queue, no raw page storage. Reported: issues/s (etld
-vs limit), API calls per 1,000 issues, peak RSS of the etld process; JSON goes to
+vs limit, and per stage over each stage's own span), rows/s into PostgreSQL (work_items and
+changelogs over the transform stage's span, vs the limit's COPY), API calls per 1,000
+issues, CPU seconds of the etld process per 1,000 issues during the run (PostgreSQL's and
+RabbitMQ's own CPU not included), peak RSS of the etld process; JSON goes to
 bench/results/jira_sync.json, and with `--profile` a pyinstrument report of the measured run
 to bench/results/jira_sync_profile.txt.
 """
@@ -160,7 +163,11 @@ async def etld_run(args: argparse.Namespace) -> dict[str, Any]:
     await daemon.start()
     try:
         request = SyncRequest("bench", "jira", full=True, timeout=args.timeout)
+        cpu_before = cpu_seconds()
         report = await run_sync(config, request, say=lambda _: None, daemon=daemon)
+        run_cpu = cpu_seconds() - cpu_before
+        assert daemon.pool is not None
+        stages = await stage_spans(daemon.pool, report.run_id) if report.run_id else {}
     finally:
         await daemon.shutdown()
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -170,6 +177,9 @@ async def etld_run(args: argparse.Namespace) -> dict[str, Any]:
         "run_seconds": report.duration_seconds,
         "wall_seconds": time.perf_counter() - began,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        # The run alone: without interpreter start, imports and daemon start-up.
+        "run_cpu_seconds": run_cpu,
+        "stages": stages,
         "peak_rss_bytes": usage.ru_maxrss * 1024,
         "api_calls": report.api_calls,
         "records": report.records,
@@ -177,6 +187,32 @@ async def etld_run(args: argparse.Namespace) -> dict[str, Any]:
         "page_bytes": report.page_bytes,
         "work_items": report.tables.get("work_items", {}).get("rows", 0),
         "changelogs": report.tables.get("changelogs", {}).get("rows", 0),
+    }
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def stage_spans(pool: asyncpg.Pool, run_id: int) -> dict[str, dict[str, Any]]:
+    """Per stage: items, records, and its span (first item recorded to last item done).
+
+    The stages overlap (transform starts with the first stored page), so each span is
+    the stage's own wall time, not a share of the run's.
+    """
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT i.stage, count(*) AS items, "
+            "EXTRACT(EPOCH FROM max(i.done_at) - min(i.created_at))::float8 AS seconds, "
+            "(SELECT coalesce(sum(s.records), 0) FROM etl_run_stages s "
+            " WHERE s.run_id = $1 AND s.stage = i.stage)::bigint AS records "
+            "FROM etl_run_items i WHERE i.run_id = $1 GROUP BY i.stage",
+            run_id,
+        )
+    return {
+        r["stage"]: {"items": r["items"], "records": r["records"], "seconds": r["seconds"]}
+        for r in rows
     }
 
 
@@ -282,6 +318,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         after = await replay_stats(base_url)
     assert limit is not None
     issues = args.issues
+    rows = hot["work_items"] + hot["changelogs"]
+    transform_seconds = hot["stages"]["transform"]["seconds"]
     return {
         "issues": issues,
         "seed": args.seed,
@@ -290,6 +328,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "etld_issues_per_s": issues / hot["run_seconds"],
         "limit_issues_per_s": issues / limit["seconds"],
         "cold_issues_per_s": issues / cold["run_seconds"],
+        "stage_issues_per_s": {
+            stage: issues / figures["seconds"] for stage, figures in hot["stages"].items()
+        },
+        # work_items + changelogs rows, over the transform stage's span (which writes them)
+        # and over the limit's COPY of the same rows.
+        "rows": rows,
+        "etld_rows_per_s": rows / transform_seconds,
+        "limit_rows_per_s": rows / sum(limit["copy_seconds"].values()),
+        "cpu_seconds_per_1000": hot["run_cpu_seconds"] * 1000 / issues,
         "api_calls_per_1000": hot["api_calls"] * 1000 / issues,
         "peak_rss_bytes": hot["peak_rss_bytes"],
         "replayed": {k: after[k] - before[k] for k in ("hits", "misses")},
@@ -332,12 +379,25 @@ def report(result: dict[str, Any]) -> None:
             f"<= {TARGET_RSS // MiB} MiB",
             rss <= TARGET_RSS,
         ),
+        Figure(
+            "rows/s into PostgreSQL (transform)",
+            f"{result['etld_rows_per_s']:,.0f}",
+            f"COPY {result['limit_rows_per_s']:,.0f}",
+            f"{result['etld_rows_per_s'] / result['limit_rows_per_s']:.0%}",
+        ),
+        Figure("CPU seconds per 1,000 issues", f"{result['cpu_seconds_per_1000']:.2f}"),
     ]
+    spans = ", ".join(
+        f"{stage} {figures['items']} items in {figures['seconds']:.1f}s"
+        for stage, figures in hot["stages"].items()
+    )
     copy = ", ".join(f"{t} {s:.2f}s" for t, s in lim["copy_seconds"].items())
     notes = [
         f"etld run {hot['run_seconds']:.1f}s ({hot['cpu_seconds']:.1f}s CPU in the etld process), "
         f"{hot['pages']} raw pages ({hot['page_bytes'] / MiB:,.0f} MiB), "
         f"{hot['work_items']:,} work items, {hot['changelogs']:,} changelog rows",
+        f"stages (overlapping): {spans}; CPU of the etld process during the run "
+        f"{hot['run_cpu_seconds']:.1f}s (PostgreSQL and RabbitMQ not included)",
         f"limit {lim['seconds']:.2f}s: orjson parse {lim['parse_seconds']:.2f}s of "
         f"{lim['parsed_bytes'] / MiB:,.0f} MiB; COPY {copy}",
         f"first run against the live simulator: {result['cold_issues_per_s']:,.0f} issues/s; "

@@ -103,10 +103,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  error: {daemon.get('error')}")
             continue
         _table(
-            ["stage", "tier", "queue", "concurrency", "state", "in_flight", "restarts", "handler"],
+            ["stage", "tier", "queue", "concurrency", "state", "in_flight", "processed",
+             "restarts", "handler"],
             [
                 [w["stage"], w["tier"], w["queue"], w["concurrency"], w["state"],
-                 w["in_flight"], w["restarts"], "yes" if w["handler"] else "no"]
+                 w["in_flight"], w["processed"], w["restarts"], "yes" if w["handler"] else "no"]
                 for w in daemon["workers"]
             ],
         )  # fmt: skip

@@ -58,6 +58,9 @@ class StageConsumer:
         self.consumer_tag: str | None = None
         self.inflight: set[asyncio.Task[Any]] = set()
         self.restarts = 0
+        # Deliveries settled by this consumer since the daemon started (acked, retried or
+        # dead-lettered): with several daemons on one queue, it shows each one's share.
+        self.processed = 0
         self._lock = asyncio.Lock()
         self._reopen: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -84,6 +87,7 @@ class StageConsumer:
             "state": self.state if self.attached or self.state != "consuming" else "reconnecting",
             "in_flight": len(self.inflight),
             "restarts": self.restarts,
+            "processed": self.processed,
         }
 
     # -- attach / detach ----------------------------------------------------------------
@@ -155,6 +159,7 @@ class StageConsumer:
         self.inflight.add(task)
         try:
             await self.process(msg)
+            self.processed += 1
         finally:
             self.inflight.discard(task)
 

@@ -77,6 +77,7 @@ async def test_queue_health_and_worker_status(
         workers = {(w["stage"], w["tier"]): w for w in me["workers"]}
         assert workers["extraction", "premium"]["concurrency"] == 3
         assert workers["extraction", "premium"]["state"] == "consuming"
+        assert workers["extraction", "premium"]["processed"] == 0
         assert ("transform", "premium") not in workers
         assert workers["jobs", None]["handler"] is False
 
@@ -154,6 +155,9 @@ async def test_handled_messages_and_latency_are_counted(make_config: Callable[..
     async with running_daemon(config, {"extraction": handle}) as daemon:
         ids = [await daemon.services["publisher"].publish(QUEUE, extraction(n)) for n in range(5)]
         await wait_until(lambda: len(done) == 5, what="five messages")
+        # The consumer counts what it settled: its daemon's share in `etld workers status`.
+        [consumer] = _pool(daemon).select("extraction")
+        await wait_until(lambda: consumer.status()["processed"] == 5, what="five settled")
     assert contexts[0] == {
         "stage": "extraction",
         "tier": "free",
