@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 QUEUE_SAMPLE_INTERVAL = 15.0
-RECORDER_CONCURRENCY = 4
 RECORDER_STAGE = "dead_letters"
 
 
@@ -102,7 +101,13 @@ class ConsumerPool(Component):
         recorder = BrokerDeadLetterRecorder(self.daemon.pool)
         consumers.append(
             self._consumer(
-                FAILED_RECORD_QUEUE, RECORDER_STAGE, None, RECORDER_CONCURRENCY, recorder.process
+                # Stage queues take their prefetch from [workers.<tier>]; etld's own
+                # bookkeeping consumer takes rabbitmq.prefetch.
+                FAILED_RECORD_QUEUE,
+                RECORDER_STAGE,
+                None,
+                self.config.rabbitmq.prefetch,
+                recorder.process,
             )
         )
         return consumers
