@@ -417,14 +417,18 @@ class Runs:
         await self._advance(conn, started, changes, allow_next=False)
         log.info("step started", run_id=ctx.run_id, step=step.name, order=index)
 
-    async def _advance(
-        self, conn: asyncpg.Connection, ctx: RunContext, changes: _Changes, allow_next: bool = True
-    ) -> None:
+    async def _evaluate(self, conn: asyncpg.Connection, ctx: RunContext) -> st.Progress:
+        """The run's step-by-stage states, from its per-stage counters."""
         counters = {
             (r["step"], r["stage"]): st.StageCount(r["created"], r["done"], r["failed"])
             for r in await conn.fetch(SQL["runs.stage_counters"], ctx.run_id)
         }
-        progress = st.evaluate(ctx.steps, counters, ctx.current_step)
+        return st.evaluate(ctx.steps, counters, ctx.current_step)
+
+    async def _advance(
+        self, conn: asyncpg.Connection, ctx: RunContext, changes: _Changes, allow_next: bool = True
+    ) -> None:
+        progress = await self._evaluate(conn, ctx)
         if progress.failed_step is not None:
             await self._fail(conn, ctx, f"step {progress.failed_step} failed", progress.status)
             return
@@ -443,11 +447,7 @@ class Runs:
         status: dict[str, Any] | None = None,
     ) -> None:
         if status is None:
-            counters = {
-                (r["step"], r["stage"]): st.StageCount(r["created"], r["done"], r["failed"])
-                for r in await conn.fetch(SQL["runs.stage_counters"], ctx.run_id)
-            }
-            status = st.evaluate(ctx.steps, counters, ctx.current_step).status
+            status = (await self._evaluate(conn, ctx)).status
         await conn.execute(SQL["runs.cancel_pending"], ctx.run_id)
         await self._finish(conn, ctx, "FAILED", reason, status)
         await notify(
