@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from etld.broker.topology import JOBS_QUEUE
 from etld.jobs.notify import notify
 from etld.jobs.runs import Runs
 from etld.jobs.schedule import schedule_after
@@ -25,7 +26,6 @@ from etld.store.queries import SQL
 log = get_logger(__name__)
 
 INACTIVE_ALERT = "Integration is inactive - job skipped"
-JOB_QUEUE = "etl.jobs"
 
 
 class JobConflict(Exception):
@@ -87,7 +87,7 @@ async def start_job(
         "run_id": run_id,
     }
     # If this publish is lost, the run sits at step 0 and the watchdog starts it.
-    await runs.publisher.publish(JOB_QUEUE, message)
+    await runs.publisher.publish(JOBS_QUEUE, message)
     log.info("job started", job_id=job_id, run_id=run_id, trigger=trigger)
     return StartResult(run_id, "started")
 

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
+from etld.broker.topology import stage_queue
 from etld.config import Config
 from etld.faults import crash_point
 from etld.jobs import status as st
@@ -45,10 +46,6 @@ class Publisher(Protocol):
     def publish(
         self, queue: str, message: dict[str, Any], *, headers: dict[str, Any] | None = None
     ) -> Awaitable[Any]: ...
-
-
-def queue_name(stage: str, tier: str) -> str:
-    return f"{stage}_queue_{tier}"
 
 
 def peak_rss_bytes() -> int:
@@ -386,7 +383,7 @@ class Runs:
     ) -> None:
         message = ctx.base_message(step, stage, item_key)
         message.update(payload)
-        queue = queue_name(stage, ctx.tier)
+        queue = stage_queue(stage, ctx.tier)
         inserted = await conn.fetchval(
             SQL["runs.insert_item"],
             ctx.run_id,
