@@ -24,12 +24,12 @@ import os
 import resource
 import signal
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import asyncpg
-import orjson
 from aiohttp import web
 
 from bench.common import (
@@ -106,27 +106,26 @@ class Pages:
         self.bytes = 0
 
     async def store_page(
-        self, type_: str, payload: Any, page_key: str, *, item_count: int | None = None
+        self,
+        type_: str,
+        payload: Any,
+        page_key: str,
+        *,
+        item_count: int | None = None,
+        verbatim: Mapping[str, bytes] | None = None,
+        checkpoint: tuple[str, Mapping[str, Any]] | None = None,
     ) -> int:
-        from etld.store.queries import SQL
+        from etld.sources.checkpoints import write_checkpoint
+        from etld.workers.stages import insert_page, page_body
 
-        body = orjson.dumps(payload).decode()
+        body = page_body(payload, verbatim)
         self.bytes += len(body)
-        run = self.run
-        async with self.pool.acquire() as conn:
-            raw_id: int = await conn.fetchval(
-                SQL["raw.store_page"],
-                run.tenant_id,
-                run.integration_id,
-                run.job_id,
-                run.run_id,
-                type_,
-                body,
-                len(body),
-                item_count,
-                page_key,
-                self.step,
+        async with self.pool.acquire() as conn, conn.transaction():
+            raw_id, _ = await insert_page(
+                conn, self.run, type_, body, item_count, page_key, self.step
             )
+            if checkpoint is not None:
+                await write_checkpoint(conn, self.run.run_id, *checkpoint)
         self.raw_ids.append(raw_id)
         return raw_id
 

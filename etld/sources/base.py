@@ -73,9 +73,20 @@ class RawPage:
 
 class ExtractOutput(Protocol):
     async def store_page(
-        self, type_: str, payload: Any, page_key: str, *, item_count: int | None = None
+        self,
+        type_: str,
+        payload: Any,
+        page_key: str,
+        *,
+        item_count: int | None = None,
+        verbatim: Mapping[str, bytes] | None = None,
+        checkpoint: tuple[str, Mapping[str, Any]] | None = None,
     ) -> int:
-        """Store one API response verbatim and queue its transform; returns the raw id."""
+        """Store one page and queue its transform; returns the raw id.
+
+        `verbatim` gives top-level values of `payload` as the exact bytes the API sent, so
+        they are stored as received. `checkpoint` (key, value) is saved in the same commit
+        as the page."""
         ...
 
     async def follow_up(self, key: str, payload: dict[str, Any]) -> None:

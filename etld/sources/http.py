@@ -284,6 +284,14 @@ def host_limiter(host: str, concurrency: int) -> HostLimiter:
 # -- the client ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Verbatim:
+    """A decoded JSON answer and the exact bytes it was decoded from."""
+
+    value: Any
+    text: bytes
+
+
 @dataclass(frozen=True)
 class ApiPage:
     """A conditional GET's answer: `data` is None when the server said 304 Not Modified."""
@@ -380,6 +388,12 @@ class ApiClient:
 
     async def post(self, path: str, body: Any, params: Params = None) -> Any:
         return await self.request("POST", path, params=params, body=body)
+
+    async def post_verbatim(self, path: str, body: Any, params: Params = None) -> Verbatim:
+        """A POST's decoded answer together with the bytes it came as, to store verbatim."""
+        url, what = self._target("POST", path, params)
+        _, _, data, _ = await self._exchange("POST", url, what, orjson.dumps(body), {})
+        return Verbatim(self._decode(what, data), data)
 
     def url(self, path: str) -> URL:
         """An absolute URL: paths are joined to the base URL, absolute URLs kept."""

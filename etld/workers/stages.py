@@ -9,7 +9,7 @@ marked done" only repeats harmless work.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,6 +29,8 @@ from etld.sources.base import (
     UnknownProvider,
     get_source,
 )
+from etld.sources.checkpoints import write_checkpoint
+from etld.store.pool import RawJson
 from etld.store.queries import SQL
 from etld.workers.errors import Reject
 from etld.workers.pagecache import CachedPage, PageCache
@@ -56,6 +58,54 @@ class StageServices:
     pages: PageCache = field(default_factory=PageCache)
 
 
+def page_body(payload: Any, verbatim: Mapping[str, bytes] | None = None) -> RawJson:
+    """A page's JSON text: the top-level values `verbatim` names exactly as they were
+    received (never decoded and encoded again), everything else encoded here."""
+    if not verbatim:
+        return RawJson(orjson.dumps(payload))
+    if not isinstance(payload, dict):
+        raise TypeError("a page with verbatim parts must be a JSON object")
+    parts = [
+        orjson.dumps(str(key)) + b":" + (verbatim.get(key) or orjson.dumps(value))
+        for key, value in payload.items()
+    ]
+    return RawJson(b"{" + b",".join(parts) + b"}")
+
+
+async def insert_page(
+    conn: asyncpg.Connection,
+    run: RunContext,
+    type_: str,
+    body: RawJson,
+    item_count: int | None,
+    page_key: str,
+    step: str | None,
+) -> tuple[int, bool]:
+    """Store one page of a run; (raw id, whether this call inserted it). Storing a page key
+    again is a no-op that returns the stored page's id."""
+    row = await conn.fetchrow(
+        SQL["raw.store_page"],
+        run.tenant_id,
+        run.integration_id,
+        run.job_id,
+        run.run_id,
+        type_,
+        body,
+        len(body),
+        item_count,
+        page_key,
+        step,
+    )
+    raw_id: int | None = row["id"] if row is not None else None
+    if raw_id is None:
+        # A duplicate delivery stored the same page concurrently; the statement's snapshot
+        # could not see that row, a new statement can.
+        raw_id = await conn.fetchval(SQL["raw.page_id"], run.run_id, type_, page_key)
+    if raw_id is None:
+        raise RuntimeError(f"raw page {page_key} of run {run.run_id} vanished")
+    return raw_id, row is not None and bool(row["inserted"])
+
+
 class _ExtractEmitter:
     """ExtractOutput for one extraction item: raw pages in, transform items out."""
 
@@ -68,40 +118,32 @@ class _ExtractEmitter:
         self.pages = 0
 
     async def store_page(
-        self, type_: str, payload: Any, page_key: str, *, item_count: int | None = None
+        self,
+        type_: str,
+        payload: Any,
+        page_key: str,
+        *,
+        item_count: int | None = None,
+        verbatim: Mapping[str, bytes] | None = None,
+        checkpoint: tuple[str, Mapping[str, Any]] | None = None,
     ) -> int:
-        body = orjson.dumps(payload).decode()
+        body = page_body(payload, verbatim)
         runs = self.services.runs
-        # The page and the item that transforms it commit together: one commit per page,
-        # and never a stored page without its transform item.
+        # The page, the item that transforms it and the cursor past it commit together: one
+        # commit per page, never a stored page without its item, and never a cursor that is
+        # ahead of (or behind) the pages stored.
         async with self.services.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                SQL["raw.store_page"],
-                self.ctx.tenant_id,
-                self.ctx.integration_id,
-                self.ctx.job_id,
-                self.ctx.run_id,
-                type_,
-                body,
-                len(body),
-                item_count,
-                page_key,
-                self.step,
+            raw_id, inserted = await insert_page(
+                conn, self.ctx, type_, body, item_count, page_key, self.step
             )
-            raw_id: int | None = row["id"] if row is not None else None
-            inserted = row is not None and row["inserted"]
-            if raw_id is None:
-                # A duplicate delivery stored the same page concurrently; the statement's
-                # snapshot could not see that row, a new statement can.
-                raw_id = await conn.fetchval(SQL["raw.page_id"], self.ctx.run_id, type_, page_key)
-            if raw_id is None:
-                raise RuntimeError(f"raw page {page_key} of run {self.ctx.run_id} vanished")
             outgoing = await runs.record(
                 conn,
                 self.ctx,
                 self.item_key,
                 [(f"t{raw_id}", self.step, "transform", {"raw_data_id": raw_id, "type": type_})],
             )
+            if checkpoint is not None:
+                await write_checkpoint(conn, self.ctx.run_id, *checkpoint)
         crash_point("page_stored")
         if inserted:
             # Only a row this call wrote is known to hold exactly this payload.

@@ -2,15 +2,6 @@
 -- Row sets travel as one JSON array parameter read by jsonb_to_recordset, so a page is one
 -- statement per table whatever its size.
 
--- name: get_checkpoint
-SELECT value FROM etl_run_checkpoints WHERE run_id = $1 AND key = $2;
-
--- name: put_checkpoint
--- Its own row, not the run's: ledger transactions hold the run row, a checkpoint never waits.
-INSERT INTO etl_run_checkpoints (run_id, key, value, updated_at)
-VALUES ($1, $2, $3::jsonb, now())
-ON CONFLICT (run_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at;
-
 -- name: get_etags
 SELECT url, etag, meta FROM github_etags WHERE integration_id = $1 AND url = ANY($2::text[]);
 

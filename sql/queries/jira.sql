@@ -2,15 +2,6 @@
 -- Row sets travel as one JSON array parameter read by jsonb_to_recordset, so a page is one
 -- statement whatever its size, and every column name is spelled out here.
 
--- name: get_checkpoint
-SELECT value FROM etl_run_checkpoints WHERE run_id = $1 AND key = $2;
-
--- name: put_checkpoint
--- Its own row, not the run's: ledger transactions hold the run row, a checkpoint never waits.
-INSERT INTO etl_run_checkpoints (run_id, key, value, updated_at)
-VALUES ($1, $2, $3::jsonb, now())
-ON CONFLICT (run_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at;
-
 -- name: active_projects
 SELECT external_id, key FROM projects
  WHERE tenant_id = $1 AND integration_id = $2 AND active

@@ -6,7 +6,7 @@
 WITH inserted AS (
     INSERT INTO raw_extraction_data (tenant_id, integration_id, job_id, run_id, type,
                                      raw_payload, payload_size, item_count, page_key, step)
-    VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10)
+    VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8, $9, $10)
     ON CONFLICT (run_id, type, page_key) DO NOTHING
     RETURNING id
 )

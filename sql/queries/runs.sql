@@ -152,3 +152,12 @@ SELECT id FROM etl_job_runs WHERE job_id = $1 AND outcome = 'RUNNING';
 
 -- name: set_item_message
 UPDATE etl_run_items SET message = $3 WHERE run_id = $1 AND item_key = $2;
+
+-- name: get_checkpoint
+SELECT value FROM etl_run_checkpoints WHERE run_id = $1 AND key = $2;
+
+-- name: put_checkpoint
+-- Its own row, not the run's: ledger transactions hold the run row, a checkpoint never waits.
+INSERT INTO etl_run_checkpoints (run_id, key, value, updated_at)
+VALUES ($1, $2, $3::jsonb, now())
+ON CONFLICT (run_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at;

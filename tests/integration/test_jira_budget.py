@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -37,10 +38,24 @@ class CountingStore(PageStore):
         self.issues: set[str] = set()
 
     async def store_page(
-        self, type_: str, payload: Any, page_key: str, *, item_count: int | None = None
+        self,
+        type_: str,
+        payload: Any,
+        page_key: str,
+        *,
+        item_count: int | None = None,
+        verbatim: Mapping[str, bytes] | None = None,
+        checkpoint: tuple[str, Mapping[str, Any]] | None = None,
     ) -> int:
         if type_ != "jira_issues":
-            return await super().store_page(type_, payload, page_key, item_count=item_count)
+            return await super().store_page(
+                type_,
+                payload,
+                page_key,
+                item_count=item_count,
+                verbatim=verbatim,
+                checkpoint=checkpoint,
+            )
         self.issues.update(str(i["id"]) for i in payload["search"]["issues"])
         self.keys.append((type_, page_key))
         return 0

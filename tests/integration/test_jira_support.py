@@ -8,13 +8,12 @@ read the stored rows back, so every test exercises the retransform path too.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
@@ -25,7 +24,9 @@ from etld.jobs.runs import RunContext
 from etld.jobs.status import StepDef
 from etld.simulator import ApiCallCounter, FaultPlan, JiraSite, create_jira_app, generate_site
 from etld.sources.base import Integration, RawPage, Step, StepContext, get_source
+from etld.sources.checkpoints import write_checkpoint
 from etld.store.queries import SQL
+from etld.workers.stages import insert_page, page_body
 
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
 USER = "etl@example.com"
@@ -51,25 +52,23 @@ class PageStore:
         self.api_calls = 0
 
     async def store_page(
-        self, type_: str, payload: Any, page_key: str, *, item_count: int | None = None
+        self,
+        type_: str,
+        payload: Any,
+        page_key: str,
+        *,
+        item_count: int | None = None,
+        verbatim: Mapping[str, bytes] | None = None,
+        checkpoint: tuple[str, Mapping[str, Any]] | None = None,
     ) -> int:
         if self.crash_after is not None and len(self.raw_ids) >= self.crash_after:
             raise Crash(f"crashed before storing {type_}/{page_key}")
-        body = orjson.dumps(payload).decode()
-        async with self.pool.acquire() as conn:
-            raw_id: int = await conn.fetchval(
-                SQL["raw.store_page"],
-                self.run.tenant_id,
-                self.run.integration_id,
-                self.run.job_id,
-                self.run.run_id,
-                type_,
-                body,
-                len(body),
-                item_count,
-                page_key,
-                None,  # step: only re-transform runs look it up
-            )
+        body = page_body(payload, verbatim)
+        async with self.pool.acquire() as conn, conn.transaction():
+            # step None: only re-transform runs look it up
+            raw_id, _ = await insert_page(conn, self.run, type_, body, item_count, page_key, None)
+            if checkpoint is not None:
+                await write_checkpoint(conn, self.run.run_id, *checkpoint)
         self.raw_ids.append(raw_id)
         self.keys.append((type_, page_key))
         return raw_id

@@ -22,6 +22,8 @@ from yarl import URL
 
 from etld.secrets import SecretError, integration_secret
 from etld.sources.base import ExtractOutput, StepContext
+from etld.sources.checkpoints import load_checkpoint as load_checkpoint
+from etld.sources.checkpoints import save_checkpoint as save_checkpoint
 from etld.sources.http import (
     GITHUB_LIMITS,
     ApiClient,
@@ -252,19 +254,3 @@ def _after(url: str, meta: Mapping[str, Any]) -> str | None:
 
 def list_url(api: ApiClient, path: str, params: Sequence[tuple[str, str | int]]) -> str:
     return str(api.url(path).update_query(params))
-
-
-# -- checkpoints -------------------------------------------------------------------------------
-
-
-async def load_checkpoint(pool: asyncpg.Pool, run_id: int, key: str) -> Json | None:
-    async with pool.acquire() as conn:
-        value = await conn.fetchval(SQL["github.get_checkpoint"], run_id, key)
-    return value if isinstance(value, dict) else None
-
-
-async def save_checkpoint(
-    pool: asyncpg.Pool, run_id: int, key: str, value: Mapping[str, Any]
-) -> None:
-    async with pool.acquire() as conn:
-        await conn.execute(SQL["github.put_checkpoint"], run_id, key, dict(value))

@@ -4,15 +4,15 @@ offset paging, and the run checkpoint that lets an interrupted extraction resume
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
 from etld.secrets import SecretError, integration_secret
 from etld.sources.base import ExtractOutput, StepContext
+from etld.sources.checkpoints import load_checkpoint as load_checkpoint
+from etld.sources.checkpoints import save_checkpoint as save_checkpoint
 from etld.sources.http import (
     JIRA_LIMITS,
     ApiClient,
@@ -21,7 +21,6 @@ from etld.sources.http import (
     open_session,
 )
 from etld.sources.urlpolicy import UrlPolicy, UrlPolicyError
-from etld.store.queries import SQL
 from etld.workers.errors import Reject
 
 API = "/rest/api/3"
@@ -123,19 +122,3 @@ async def offset_pages(
             return
         if isinstance(total, int) and start >= total:
             return
-
-
-# -- checkpoints -------------------------------------------------------------------------------
-
-
-async def load_checkpoint(pool: asyncpg.Pool, run_id: int, key: str) -> Json | None:
-    async with pool.acquire() as conn:
-        value = await conn.fetchval(SQL["jira.get_checkpoint"], run_id, key)
-    return value if isinstance(value, dict) else None
-
-
-async def save_checkpoint(
-    pool: asyncpg.Pool, run_id: int, key: str, value: Mapping[str, Any]
-) -> None:
-    async with pool.acquire() as conn:
-        await conn.execute(SQL["jira.put_checkpoint"], run_id, key, dict(value))

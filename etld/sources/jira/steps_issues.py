@@ -12,8 +12,9 @@ written in the API user's time zone, which is how Jira reads JQL dates. Full syn
 ids-only scan (5000 ids a page) whose page soft-deletes what Jira no longer lists.
 
 The run checkpoint records the query, the next page's token and ordinal and the queued
-issues after every stored page, so a redelivered message continues where the last attempt
-stopped; pages are keyed by ordinal, so a page stored twice is stored once.
+issues, and commits with every stored page, so a redelivered message continues exactly after
+the last page stored; pages are keyed by ordinal, so a page stored twice is stored once.
+Search answers are stored as the bytes Jira sent, never decoded and encoded again.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from etld.logs import get_logger
 from etld.sources.base import ExtractOutput, StepContext
-from etld.sources.http import ApiClient, HttpStatusError, MalformedResponse
+from etld.sources.http import ApiClient, HttpStatusError, MalformedResponse, Verbatim
 from etld.sources.jira.api import (
     API,
     JiraOptions,
@@ -116,7 +117,7 @@ class IssueScan:
         self.batch = max(1, min(self.opts.changelog_batch, 100))
         self.cp: Json = {}
         # The next search page, asked for while this one is being stored: (token, answer).
-        self._next: tuple[str, asyncio.Task[Json]] | None = None
+        self._next: tuple[str, asyncio.Task[Verbatim]] | None = None
 
     async def run(self) -> None:
         cp = await load_checkpoint(self.ctx.pool, self.ctx.run.run_id, IssuesStep.name)
@@ -162,7 +163,7 @@ class IssueScan:
             self.ctx.pool, self.ctx.run.run_id, IssuesStep.name, cp if cp is not None else self.cp
         )
 
-    async def _search(self, jql: str, size: int, token: str | None) -> Json:
+    async def _search(self, jql: str, size: int, token: str | None) -> Verbatim:
         body: Json = {
             "jql": jql,
             "maxResults": size,
@@ -171,12 +172,15 @@ class IssueScan:
         }
         if token:
             body["nextPageToken"] = token
-        return expect_object(await self.api.post(SEARCH, body), "POST /search/jql")
+        answer = await self.api.post_verbatim(SEARCH, body)
+        expect_object(answer.value, "POST /search/jql")
+        return answer
 
     async def _page(self) -> None:
         cp = self.cp
         size = self.opts.search_page_size
-        answer = await self._answer(cp["token"])
+        received = await self._answer(cp["token"])
+        answer: Json = received.value
         issues = _issues(answer, "POST /search/jql")
         following = answer.get("nextPageToken")
         if following and answer.get("isLast") is not True and issues and not cp.get("current"):
@@ -186,23 +190,34 @@ class IssueScan:
             search = self._search(cp["jql"], size, following)
             self._next = (following, asyncio.ensure_future(search))
         cut = [str(i["id"]) for i in issues if changelog_cut(i)]
-        if cut:
-            # Queued before the page is stored: every issue a stored page defers is queued.
-            cp["pending"] = list(dict.fromkeys([*cp["pending"], *cut]))
-            await self._save()
         payload: Json = {"search": answer}
         if cut:
             payload["deferred"] = cut
-        await self.out.store_page(ISSUES, payload, f"p{cp['page']:06d}", item_count=len(issues))
+            # Queued in the page's own commit: every issue a stored page defers is queued.
+            cp["pending"] = list(dict.fromkeys([*cp["pending"], *cut]))
+        key = f"p{cp['page']:06d}"
         token = answer.get("nextPageToken")
         cp["page"] += 1
         cp["token"] = token
         cp["done"] = not token or answer.get("isLast") is True or not issues
-        await self._save()
+        await self._store(payload, key, len(issues), {"search": received.text})
         if len(cp["pending"]) >= self.batch:
             await self._complete()
 
-    async def _answer(self, token: str | None) -> Json:
+    async def _store(
+        self, payload: Json, key: str, count: int, verbatim: dict[str, bytes] | None = None
+    ) -> None:
+        """Store a page with the checkpoint that follows it, in one commit."""
+        await self.out.store_page(
+            ISSUES,
+            payload,
+            key,
+            item_count=count,
+            verbatim=verbatim,
+            checkpoint=(IssuesStep.name, self.cp),
+        )
+
+    async def _answer(self, token: str | None) -> Verbatim:
         """The answer for `token`: the one fetched ahead if it is for this token."""
         ahead, self._next = self._next, None
         if ahead is not None:
@@ -236,8 +251,10 @@ class IssueScan:
         cp = self.cp
         wanted = [i for i in cp["pending"][: self.batch] if i.isdigit()]
         answer: Json = {"issues": []}
+        verbatim: dict[str, bytes] = {}
         if wanted:
-            answer = await self._search(f"id in ({', '.join(wanted)})", len(wanted), None)
+            received = await self._search(f"id in ({', '.join(wanted)})", len(wanted), None)
+            answer, verbatim["search"] = received.value, received.text
         found = [str(i["id"]) for i in _issues(answer, "POST /search/jql (by id)")]
         payload: Json = {"search": answer}
         if found:
@@ -247,11 +264,10 @@ class IssueScan:
             else:
                 payload["issue_changelogs"] = {i: await self._issue_changelog(i) for i in found}
         key = f"c{cp['batches']:06d}"
-        await self.out.store_page(ISSUES, payload, key, item_count=len(found))
         done = set(cp["pending"][: self.batch])
         cp["pending"] = [i for i in cp["pending"] if i not in done]
         cp["batches"] += 1
-        await self._save()
+        await self._store(payload, key, len(found), verbatim)
 
     async def _bulk(self, issue_ids: list[str]) -> list[Json] | None:
         """Status histories of up to 1000 issues; None when the site has no bulkfetch."""
@@ -296,9 +312,10 @@ class IssueScan:
                 break
         count = sum(len(p["issues"]) for p in pages)
         payload = {"jql": jql, "scanned_at": scanned_at.isoformat(), "pages": pages}
-        await self.out.store_page(ISSUE_IDS, payload, "ids", item_count=count)
         self.cp["ids_done"] = True
-        await self._save()
+        await self.out.store_page(
+            ISSUE_IDS, payload, "ids", item_count=count, checkpoint=(IssuesStep.name, self.cp)
+        )
 
 
 class IssuesStep(JiraStep):
