@@ -31,6 +31,32 @@ ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 
 
+# -- server CPU ----------------------------------------------------------------------------------
+
+# Process names of the local servers whose CPU a bench reports beside its own.
+SERVER_PROCESSES = {"postgres": "PostgreSQL", "beam.smp": "RabbitMQ"}
+
+
+def server_cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by every local PostgreSQL and RabbitMQ process (from /proc;
+    empty where there is no /proc). Differences between two readings are what the servers
+    spent in between, including on anything else the machine ran."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    totals = dict.fromkeys(SERVER_PROCESSES.values(), 0.0)
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = entry.read_text()
+        except OSError:
+            continue  # the process ended while we looked
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        label = SERVER_PROCESSES.get(name)
+        if label is None:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        totals[label] += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return totals
+
+
 # -- private servers -------------------------------------------------------------------------
 
 

@@ -48,6 +48,7 @@ from bench.common import (
     fresh_vhost,
     print_table,
     run_module,
+    server_cpu_seconds,
     server_process,
     write_result,
 )
@@ -163,9 +164,10 @@ async def etld_run(args: argparse.Namespace) -> dict[str, Any]:
     await daemon.start()
     try:
         request = SyncRequest("bench", "jira", full=True, timeout=args.timeout)
-        cpu_before = cpu_seconds()
+        cpu_before, servers_before = cpu_seconds(), server_cpu_seconds()
         report = await run_sync(config, request, say=lambda _: None, daemon=daemon)
         run_cpu = cpu_seconds() - cpu_before
+        servers = server_cpu_seconds()
         assert daemon.pool is not None
         stages = await stage_spans(daemon.pool, report.run_id) if report.run_id else {}
     finally:
@@ -179,6 +181,7 @@ async def etld_run(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
         # The run alone: without interpreter start, imports and daemon start-up.
         "run_cpu_seconds": run_cpu,
+        "server_cpu_seconds": {k: servers[k] - servers_before[k] for k in servers},
         "stages": stages,
         "peak_rss_bytes": usage.ru_maxrss * 1024,
         "api_calls": report.api_calls,
@@ -397,7 +400,8 @@ def report(result: dict[str, Any]) -> None:
         f"{hot['pages']} raw pages ({hot['page_bytes'] / MiB:,.0f} MiB), "
         f"{hot['work_items']:,} work items, {hot['changelogs']:,} changelog rows",
         f"stages (overlapping): {spans}; CPU of the etld process during the run "
-        f"{hot['run_cpu_seconds']:.1f}s (PostgreSQL and RabbitMQ not included)",
+        f"{hot['run_cpu_seconds']:.1f}s; meanwhile "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in hot["server_cpu_seconds"].items()),
         f"limit {lim['seconds']:.2f}s: orjson parse {lim['parse_seconds']:.2f}s of "
         f"{lim['parsed_bytes'] / MiB:,.0f} MiB; COPY {copy}",
         f"first run against the live simulator: {result['cold_issues_per_s']:,.0f} issues/s; "

@@ -11,6 +11,7 @@ of leaving it limping.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 from collections.abc import Coroutine
@@ -33,6 +34,20 @@ from etld.store.pool import create_pool
 log = get_logger(__name__)
 
 ALL_ROLES = frozenset({"scheduler", "workers", "web"})
+# Decoded API pages are millions of small containers. At CPython's default first-generation
+# threshold (700 allocations) the cycle collector runs every few hundred objects of a page
+# and keeps rescanning the pages in flight: parsing a search page took twice as long with a
+# few pages held as with none. Collections every 50,000 allocations cost next to nothing;
+# etld's data holds no reference cycles, so memory is unaffected.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Raise the collector's thresholds, and leave everything alive at start-up (modules,
+    configuration, pools) out of every later collection."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Daemon:
@@ -108,6 +123,7 @@ class Daemon:
                 raise
             self._components.append(component)
             log.debug("component started", component=component.name)
+        tune_gc()
 
     def _role_components(self) -> list[Component]:
         """The parts each role adds, in start order (imported lazily: roles are optional)."""

@@ -110,7 +110,7 @@ ON CONFLICT DO NOTHING;
 
 -- name: status_flow
 -- Each status with its Jira category and the tenant's flow category (NULL: no mapping row).
-SELECT s.external_id, s.category, m.flow_category
+SELECT s.id, s.external_id, s.category, m.flow_category
   FROM statuses s
   LEFT JOIN status_mappings m ON m.tenant_id = s.tenant_id AND m.status_id = s.id
  WHERE s.tenant_id = $1 AND s.integration_id = $2;

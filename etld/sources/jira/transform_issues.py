@@ -27,7 +27,6 @@ import orjson
 
 from etld.logs import get_logger
 from etld.metrics.workflow import (
-    ChangelogRow,
     Transition,
     compute_workflow,
     default_flow_category,
@@ -52,15 +51,18 @@ class Lookups:
     """What a page needs from the database, read once per page."""
 
     flow: dict[str, str]  # status external id -> flow category
+    status_ids: dict[str, int]  # status external id -> statuses.id
     slots: dict[str, str]  # custom field id -> work_items column it fills
     schemas: dict[str, Mapping[str, Any]]  # custom field id -> schema
 
 
 async def read_lookups(conn: asyncpg.Connection, tenant_id: int, integration_id: int) -> Lookups:
+    statuses = await conn.fetch(SQL["jira.status_flow"], tenant_id, integration_id)
     flow = {
         r["external_id"]: r["flow_category"] or default_flow_category(r["category"])
-        for r in await conn.fetch(SQL["jira.status_flow"], tenant_id, integration_id)
+        for r in statuses
     }
+    status_ids = {r["external_id"]: r["id"] for r in statuses}
     slots = {
         r["external_id"]: r["slot"]
         for r in await conn.fetch(SQL["jira.field_slots"], tenant_id, integration_id)
@@ -70,7 +72,7 @@ async def read_lookups(conn: asyncpg.Connection, tenant_id: int, integration_id:
         r["external_id"]: r["schema"] or {"type": r["field_type"]}
         for r in await conn.fetch(SQL["jira.field_types"], tenant_id, integration_id)
     }
-    return Lookups(flow, slots, schemas)
+    return Lookups(flow, status_ids, slots, schemas)
 
 
 @dataclass
@@ -78,7 +80,22 @@ class IssueRows:
     external_id: str
     updated: datetime | None
     row: Json  # a work_items row, keys as in jira.upsert_work_items
-    changelog: list[Json]  # changelogs rows without work_item_id
+    changelog: list[Change]  # the item's changelogs rows, status external ids unresolved
+
+
+# A changelogs row before it knows its work item and status row ids: history id, from and to
+# status external ids, transition start and change dates, time in status, author. A plain
+# tuple: one is built per transition, and it goes into the item's source hash as it is.
+Change = tuple[str, str | None, str, datetime, datetime, float, str | None]
+CHANGE_FIELDS = (
+    "external_id",
+    "from_ext",
+    "to_ext",
+    "transition_start_date",
+    "transition_change_date",
+    "time_in_status_seconds",
+    "author",
+)
 
 
 # -- page shape ------------------------------------------------------------------------------------
@@ -214,7 +231,7 @@ def issue_rows(issue: Json, extra: Sequence[Json], lookups: Lookups) -> IssueRow
         **_custom_fields(fields, lookups),
         **metrics.as_row(),
     }
-    changelog = [_changelog_row(c, authors) for c in changes]
+    changelog: list[Change] = [(*c, authors.get(c.external_id)) for c in changes]
     digest = orjson.dumps([row, changelog], option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)
     row["source_hash"] = hashlib.blake2b(digest, digest_size=16).hexdigest()
     return IssueRows(row["external_id"], updated, row, changelog)
@@ -227,18 +244,6 @@ def _date(value: Any) -> str | None:
         except ValueError:
             return None
     return None
-
-
-def _changelog_row(change: ChangelogRow, authors: Mapping[str, str | None]) -> Json:
-    return {
-        "external_id": change.external_id,
-        "from_ext": change.from_status_id,
-        "to_ext": change.to_status_id,
-        "transition_start_date": change.transition_start_date,
-        "transition_change_date": change.transition_change_date,
-        "time_in_status_seconds": change.time_in_status_seconds,
-        "author": authors.get(change.external_id),
-    }
 
 
 def _custom_fields(fields: Mapping[str, Any], lookups: Lookups) -> Json:
@@ -304,16 +309,7 @@ async def load_issue_page(ctx: StepContext, page: RawPage, out: TransformOutput)
             written = await conn.fetch(
                 SQL["jira.upsert_work_items"], tenant, integration, [r.row for r in rows]
             )
-            ids = {rec["external_id"]: rec["id"] for rec in written}
-            changes = [
-                {**change, "work_item_id": ids[r.external_id]}
-                for r in rows
-                if r.external_id in ids
-                for change in r.changelog
-            ]
-            await conn.execute(
-                SQL["jira.replace_changelogs"], tenant, integration, list(ids.values()), changes
-            )
+            await _write_changelogs(conn, tenant, integration, rows, written, lookups)
     inserted = [rec["external_id"] for rec in written if rec["inserted"]]
     updated = [rec["external_id"] for rec in written if not rec["inserted"]]
     if inserted:
@@ -321,6 +317,61 @@ async def load_issue_page(ctx: StepContext, page: RawPage, out: TransformOutput)
     if updated:
         out.embed("work_items", updated, "update")
     return len(written)
+
+
+CHANGELOG_COPY_COLUMNS = (
+    "tenant_id",
+    "integration_id",
+    "work_item_id",
+    CHANGE_FIELDS[0],
+    "from_status_id",
+    "to_status_id",
+    *CHANGE_FIELDS[3:],
+)
+
+
+async def _write_changelogs(
+    conn: asyncpg.Connection,
+    tenant: int,
+    integration: int,
+    rows: Sequence[IssueRows],
+    written: Sequence[asyncpg.Record],
+    lookups: Lookups,
+) -> None:
+    """The complete status history of every work item just written.
+
+    An item this transaction inserted has no history rows yet (ids are never reused), so its
+    rows are COPYed straight in; an updated item's history is replaced row by row, removing
+    what Jira no longer lists. Unchanged items (not in `written`) are left alone."""
+    ids = {rec["external_id"]: (rec["id"], rec["inserted"]) for rec in written}
+    status = lookups.status_ids.get
+    fresh: list[tuple[Any, ...]] = []
+    replaced: list[Json] = []
+    replaced_ids: list[int] = []
+    for r in rows:
+        known = ids.get(r.external_id)
+        if known is None:
+            continue
+        item_id, inserted = known
+        if inserted:
+            fresh.extend(
+                (tenant, integration, item_id, c[0], status(c[1] or ""), status(c[2]), *c[3:])
+                for c in r.changelog
+            )
+        else:
+            replaced_ids.append(item_id)
+            replaced.extend(
+                {"work_item_id": item_id, **dict(zip(CHANGE_FIELDS, c, strict=True))}
+                for c in r.changelog
+            )
+    if fresh:
+        await conn.copy_records_to_table(
+            "changelogs", records=fresh, columns=CHANGELOG_COPY_COLUMNS
+        )
+    if replaced_ids:
+        await conn.execute(
+            SQL["jira.replace_changelogs"], tenant, integration, replaced_ids, replaced
+        )
 
 
 async def load_issue_ids(ctx: StepContext, page: RawPage, out: TransformOutput) -> int:
