@@ -57,30 +57,30 @@ def parse_jira_datetime(value: str | int) -> datetime:
     Accepts ISO 8601 with a ``+0800``, ``+08:00`` or ``Z`` offset (Jira writes the first form) and
     integer epoch milliseconds (used by some Jira endpoints), which come back in UTC.
     """
+    if isinstance(value, str):  # nearly always, so checked first
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"not a Jira timestamp: {value!r} (expected e.g. 2024-01-15T10:00:00.000+0800)"
+            ) from None
+        # A timestamp without an offset cannot be placed on the timeline next to the others.
+        if parsed.utcoffset() is None:
+            raise ValueError(f"Jira timestamp has no UTC offset: {value!r}")
+        return parsed
     if isinstance(value, int) and not isinstance(value, bool):
         try:
             return _EPOCH + timedelta(milliseconds=value)
         except OverflowError:
             raise ValueError(f"epoch milliseconds out of range: {value}") from None
-    if not isinstance(value, str):
-        raise ValueError(f"expected a timestamp string or epoch milliseconds, got {value!r}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            f"not a Jira timestamp: {value!r} (expected e.g. 2024-01-15T10:00:00.000+0800)"
-        ) from None
-    # A timestamp without an offset cannot be placed on the timeline next to the others.
-    if parsed.utcoffset() is None:
-        raise ValueError(f"Jira timestamp has no UTC offset: {value!r}")
-    return parsed
+    raise ValueError(f"expected a timestamp string or epoch milliseconds, got {value!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
+class Transition(NamedTuple):
     """One status change from an issue's changelog.
 
     ``at`` must be timezone-aware. ``from_status`` is None when Jira recorded no previous status.
+    A named tuple: one is built per transition, and tuples are the cheapest to build.
     """
 
     history_id: str

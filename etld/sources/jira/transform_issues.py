@@ -147,10 +147,13 @@ def _list(value: Any, where: str, name: str) -> list[Json]:
 
 
 def _time(value: Any) -> datetime | None:
+    """A Jira timestamp in UTC. Every timestamp sharing the one UTC tzinfo makes comparing
+    and subtracting them (sorting transitions, times in status, binary encoding for
+    PostgreSQL) skip a tzinfo call per operation: about a tenth of a page's CPU otherwise."""
     if value is None or isinstance(value, bool):
         return None
     try:
-        return parse_jira_datetime(value)
+        return parse_jira_datetime(value).astimezone(UTC)
     except ValueError:
         return None
 
@@ -168,30 +171,36 @@ def transitions(histories: Iterable[Json]) -> tuple[list[Transition], dict[str, 
     out: list[Transition] = []
     authors: dict[str, str | None] = {}
     for history in histories:
-        hid = str(history.get("id") or "")
+        items = history.get("items")
+        if not isinstance(items, list):
+            continue
+        # Most histories hold one item; only status items matter, and only histories with
+        # one are worth parsing a timestamp for.
+        moves = [i for i in items if isinstance(i, dict) and _is_status(i) and i.get("to")]
+        if not moves:
+            continue
+        hid = history.get("id")
+        hid = hid if type(hid) is str else str(hid or "")
         if not hid or hid in seen:
             continue
         seen.add(hid)
         at = _time(history.get("created"))
-        items = history.get("items")
-        if at is None or not isinstance(items, list):
+        if at is None:
             continue
-        n = 0
-        for item in items:
-            if not isinstance(item, dict) or not _is_status(item) or not item.get("to"):
-                continue
+        author = _name(history.get("author"), "displayName")
+        for n, item in enumerate(moves):
             # Jira puts one status change in a history; should one hold more, keep them apart.
             tid = hid if n == 0 else f"{hid}:{n}"
-            n += 1
             frm = item.get("from")
             out.append(Transition(tid, at, str(frm) if frm else None, str(item["to"])))
-            authors[tid] = _name(history.get("author"), "displayName")
+            authors[tid] = author
     return out, authors
 
 
 def _is_status(item: Mapping[str, Any]) -> bool:
-    if "fieldId" in item:
-        return bool(item["fieldId"] == "status")
+    field_id = item.get("fieldId")
+    if field_id is not None:
+        return bool(field_id == "status")
     return item.get("field") == "status" and item.get("fieldtype", "jira") == "jira"
 
 
@@ -227,7 +236,6 @@ def issue_rows(issue: Json, extra: Sequence[Json], lookups: Lookups) -> IssueRow
         "updated": updated,
         "resolved": _time(fields.get("resolutiondate")),
         "due_date": _date(fields.get("duedate")),
-        "dev_pr_count": v.dev_pr_count(fields),
         **_custom_fields(fields, lookups),
         **metrics.as_row(),
     }
@@ -247,18 +255,25 @@ def _date(value: Any) -> str | None:
 
 
 def _custom_fields(fields: Mapping[str, Any], lookups: Lookups) -> Json:
-    """Mapped custom fields into their columns, every other one into the overflow."""
+    """Mapped custom fields into their columns, every other one into the overflow, and the
+    pull request count of the development field."""
     out: Json = dict.fromkeys(SLOTS)
     overflow: Json = {}
     people: Json = {}
+    texts: dict[str, str] = {}  # string values: where a development summary can be
+    slots, schemas = lookups.slots, lookups.schemas
     for field_id, raw in fields.items():
-        if not field_id.startswith("customfield_"):
+        # Most custom fields of most issues are empty: they fill nothing and cost nothing.
+        if raw is None or not field_id.startswith("customfield_"):
             continue
-        value = v.normalise(field_id, raw, lookups.schemas.get(field_id))
-        accounts = v.account_ids(raw)
-        if accounts is not None:
-            people[field_id] = accounts
-        slot = lookups.slots.get(field_id)
+        if type(raw) is str:
+            texts[field_id] = raw
+        elif type(raw) is dict or type(raw) is list:
+            accounts = v.account_ids(raw)
+            if accounts is not None:
+                people[field_id] = accounts
+        value = v.normalise(field_id, raw, schemas.get(field_id))
+        slot = slots.get(field_id)
         if slot == "story_points":
             out[slot] = v.as_number(value)
         elif slot == "code_changed":
@@ -270,6 +285,7 @@ def _custom_fields(fields: Mapping[str, Any], lookups: Lookups) -> Json:
     if people:
         overflow[v.ACCOUNT_IDS] = people
     out["custom_fields_overflow"] = overflow
+    out["dev_pr_count"] = v.dev_pr_count(texts)
     return out
 
 
