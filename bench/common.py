@@ -25,6 +25,15 @@ from typing import Any
 import asyncpg
 
 PG_SERVER = os.environ.get("ETLD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+
+
+def pg_url(database: str) -> str:
+    """`database` on the bench's server; a query string in ETLD_BENCH_PG (a Unix socket's
+    `?host=/var/run/postgresql`, say) stays at the end."""
+    base, sep, query = PG_SERVER.partition("?")
+    return f"{base.rstrip('/')}/{database}{sep}{query}"
+
+
 AMQP_SERVER = os.environ.get("ETLD_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +70,7 @@ def server_cpu_seconds() -> dict[str, float]:
 
 
 async def pg_admin(sql: str) -> None:
-    conn = await asyncpg.connect(f"{PG_SERVER}/postgres")
+    conn = await asyncpg.connect(pg_url("postgres"))
     try:
         await conn.execute(sql)
     finally:
@@ -78,7 +87,7 @@ async def fresh_database(label: str) -> AsyncIterator[str]:
     name = f"etld_bench_{label}_{uuid.uuid4().hex[:8]}"
     await pg_admin(f'CREATE DATABASE "{name}"')
     try:
-        yield f"{PG_SERVER}/{name}"
+        yield pg_url(name)
     finally:
         await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
