@@ -56,6 +56,7 @@ from bench.common import (
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
 TOKEN_ENV = "ETLD_BENCH_JIRA_TOKEN"
 TARGET_RATIO, TARGET_CALLS, TARGET_RSS = 0.5, 15.0, 512 * MiB
+TARGET_INCREMENTAL_CALLS = 3.0  # per project, for an incremental sync with nothing changed
 ISSUE_PAGE_TYPES = ("jira_issues", "jira_issue_ids")
 REPLAY_STATS = "/_sim/bench-replay"
 
@@ -170,6 +171,7 @@ async def etld_run(args: argparse.Namespace) -> dict[str, Any]:
         servers = server_cpu_seconds()
         assert daemon.pool is not None
         stages = await stage_spans(daemon.pool, report.run_id) if report.run_id else {}
+        unchanged = await unchanged_run(config, daemon, args) if args.incremental else None
     finally:
         await daemon.shutdown()
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -190,6 +192,38 @@ async def etld_run(args: argparse.Namespace) -> dict[str, Any]:
         "page_bytes": report.page_bytes,
         "work_items": report.tables.get("work_items", {}).get("rows", 0),
         "changelogs": report.tables.get("changelogs", {}).get("rows", 0),
+        "unchanged_incremental": unchanged,
+    }
+
+
+async def unchanged_run(config: Any, daemon: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """An incremental sync right after the full one, nothing having changed on the site."""
+    from etld.sync import SyncRequest, run_sync
+
+    request = SyncRequest("bench", "jira", full=False, timeout=args.timeout)
+    report = await run_sync(config, request, say=lambda _: None, daemon=daemon)
+    if report.outcome != "FINISHED":
+        raise RuntimeError(f"incremental run {report.outcome}: {report.error}")
+    async with daemon.pool.acquire() as conn:
+        projects = await conn.fetchval("SELECT count(*) FROM projects")
+        # Embeddings are asked for only for work items a transform actually rewrote (an
+        # unchanged row is not written, and keeps its last_updated_at), so these counts are
+        # the embeddings the run would have made with embeddings on.
+        written = await conn.fetchval(
+            "SELECT count(*) FROM work_items w JOIN etl_job_runs r ON r.id = $1 "
+            "WHERE w.last_updated_at >= r.started_at",
+            report.run_id,
+        )
+        embeddings = await conn.fetchval(
+            "SELECT count(*) FROM etl_run_items WHERE run_id = $1 AND stage = 'embedding'",
+            report.run_id,
+        )
+    return {
+        "seconds": report.duration_seconds,
+        "api_calls": report.api_calls,
+        "projects": projects,
+        "work_items_written": written,
+        "embedding_items": embeddings,
     }
 
 
@@ -284,7 +318,13 @@ async def measure_limit(db_url: str) -> dict[str, Any]:
 
 
 async def one_run(
-    label: str, base_url: str, args: argparse.Namespace, *, limit: bool, profile: bool = False
+    label: str,
+    base_url: str,
+    args: argparse.Namespace,
+    *,
+    limit: bool,
+    profile: bool = False,
+    incremental: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     async with fresh_database(label) as db:
         with fresh_vhost(label) as amqp:
@@ -297,6 +337,8 @@ async def one_run(
             ]
             if args.dev_status:
                 flags.append("--dev-status")
+            if incremental:
+                flags.append("--incremental")
             if profile:
                 flags.append("--profile")
             run = await run_module("bench.jira_sync", *flags)
@@ -318,7 +360,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     sim = ("serve", "--port", str(port), "--issues", str(args.issues), "--seed", str(args.seed))
     async with server_process("bench.jira_sync", *sim):
         print(f"simulator ready: {args.issues:,} issues; first run (records the answers) ...")
-        cold, _ = await one_run("cold", base_url, args, limit=False)
+        # The first run also measures an incremental sync with nothing changed; its requests
+        # are new to the simulator, so it stays out of the measured, replayed run.
+        cold, _ = await one_run("cold", base_url, args, limit=False, incremental=True)
         before = await replay_stats(base_url)
         print("measured run (answers replayed) ...")
         hot, limit = await one_run("hot", base_url, args, limit=True, profile=args.profile)
@@ -394,6 +438,28 @@ def report(result: dict[str, Any]) -> None:
         ),
         Figure("CPU seconds per 1,000 issues", f"{result['cpu_seconds_per_1000']:.2f}"),
     ]
+    unchanged = result["cold_run"].get("unchanged_incremental")
+    if unchanged:
+        per_project = unchanged["api_calls"] / max(unchanged["projects"], 1)
+        rewritten = unchanged["work_items_written"] + unchanged["embedding_items"]
+        figures += [
+            Figure(
+                "unchanged incremental: calls per project",
+                f"{per_project:.1f}",
+                f"{unchanged['api_calls']} calls, {unchanged['projects']} projects",
+                "",
+                f"<= {TARGET_INCREMENTAL_CALLS:g}",
+                per_project <= TARGET_INCREMENTAL_CALLS,
+            ),
+            Figure(
+                "unchanged incremental: items re-embedded",
+                str(unchanged["work_items_written"]),
+                "",
+                "",
+                "0",
+                rewritten == 0,
+            ),
+        ]
     spans = ", ".join(
         f"{stage} {figures['items']} items in {figures['seconds']:.1f}s"
         for stage, figures in hot["stages"].items()
@@ -425,6 +491,7 @@ def cli() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dev-status", action="store_true", help="include the dev-status step")
     parser.add_argument("--profile", action="store_true", help="pyinstrument the measured run")
+    parser.add_argument("--incremental", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--extraction-workers", type=int, default=4)
     parser.add_argument("--transform-workers", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=1200)
