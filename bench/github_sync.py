@@ -115,17 +115,14 @@ class Pages:
         verbatim: Mapping[str, bytes] | None = None,
         checkpoint: tuple[str, Mapping[str, Any]] | None = None,
     ) -> int:
-        from etld.sources.checkpoints import write_checkpoint
         from etld.workers.stages import insert_page, page_body
 
         body = page_body(payload, verbatim)
         self.bytes += len(body)
         async with self.pool.acquire() as conn, conn.transaction():
             raw_id, _ = await insert_page(
-                conn, self.run, type_, body, item_count, page_key, self.step
+                conn, self.run, type_, body, item_count, page_key, self.step, checkpoint
             )
-            if checkpoint is not None:
-                await write_checkpoint(conn, self.run.run_id, *checkpoint)
         self.raw_ids.append(raw_id)
         return raw_id
 

@@ -384,7 +384,7 @@ class Runs:
         message = ctx.base_message(step, stage, item_key)
         message.update(payload)
         queue = stage_queue(stage, ctx.tier)
-        inserted = await conn.fetchval(
+        created = await conn.fetchval(
             SQL["runs.insert_item"],
             ctx.run_id,
             item_key,
@@ -394,9 +394,8 @@ class Runs:
             queue,
             message,
         )
-        if inserted is None:
-            return
-        created = await conn.fetchval(SQL["runs.count_created"], ctx.run_id, step, stage, 1)
+        if created is None:
+            return  # recorded before: a redelivery
         if created == 1 and not message.get("first_item"):
             # The first item recorded for a step-stage is the reference's first_item.
             message["first_item"] = True

@@ -9,6 +9,7 @@ marked done" only repeats harmless work.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,7 +19,7 @@ import orjson
 
 from etld.config import Config
 from etld.faults import crash_point
-from etld.jobs.runs import RunContext, Runs
+from etld.jobs.runs import Outgoing, RunContext, Runs
 from etld.logs import get_logger
 from etld.sources.base import (
     Integration,
@@ -29,7 +30,6 @@ from etld.sources.base import (
     UnknownProvider,
     get_source,
 )
-from etld.sources.checkpoints import write_checkpoint
 from etld.store.pool import RawJson
 from etld.store.queries import SQL
 from etld.workers.errors import Reject
@@ -39,6 +39,7 @@ log = get_logger(__name__)
 
 EMBED_BATCH = 16  # ids per embedding message: the model's sweet spot on small machines
 REPLAY_BATCH = 500  # stored pages queued per ledger transaction on re-transform
+MAX_PUBLISHING = 8  # transform items of one extraction being published at once
 
 
 class DeliveryLike(Protocol):
@@ -80,9 +81,12 @@ async def insert_page(
     item_count: int | None,
     page_key: str,
     step: str | None,
+    checkpoint: tuple[str, Mapping[str, Any]] | None = None,
 ) -> tuple[int, bool]:
-    """Store one page of a run; (raw id, whether this call inserted it). Storing a page key
-    again is a no-op that returns the stored page's id."""
+    """Store one page of a run, and the checkpoint that follows it if given; (raw id,
+    whether this call inserted it). Storing a page key again is a no-op that returns the
+    stored page's id (the checkpoint is saved either way)."""
+    cp_key, cp_value = checkpoint if checkpoint is not None else (None, None)
     row = await conn.fetchrow(
         SQL["raw.store_page"],
         run.tenant_id,
@@ -95,6 +99,8 @@ async def insert_page(
         item_count,
         page_key,
         step,
+        cp_key,
+        dict(cp_value) if cp_value is not None else None,
     )
     raw_id: int | None = row["id"] if row is not None else None
     if raw_id is None:
@@ -116,6 +122,9 @@ class _ExtractEmitter:
         self.item_key = item_key
         self.api_calls = 0
         self.pages = 0
+        # Transform items are published while the extraction goes on to its next page:
+        # waiting for each broker confirm would put a round trip into every page's path.
+        self._publishing: set[asyncio.Task[None]] = set()
 
     async def store_page(
         self,
@@ -134,7 +143,7 @@ class _ExtractEmitter:
         # ahead of (or behind) the pages stored.
         async with self.services.pool.acquire() as conn, conn.transaction():
             raw_id, inserted = await insert_page(
-                conn, self.ctx, type_, body, item_count, page_key, self.step
+                conn, self.ctx, type_, body, item_count, page_key, self.step, checkpoint
             )
             outgoing = await runs.record(
                 conn,
@@ -142,16 +151,35 @@ class _ExtractEmitter:
                 self.item_key,
                 [(f"t{raw_id}", self.step, "transform", {"raw_data_id": raw_id, "type": type_})],
             )
-            if checkpoint is not None:
-                await write_checkpoint(conn, self.ctx.run_id, *checkpoint)
         crash_point("page_stored")
         if inserted:
             # Only a row this call wrote is known to hold exactly this payload.
             cached = CachedPage(self.ctx.tenant_id, type_, payload, len(body))
             self.services.pages.put(raw_id, cached)
-        await runs.publish(outgoing)
+        if outgoing:
+            if len(self._publishing) >= MAX_PUBLISHING:
+                await asyncio.wait(self._publishing, return_when=asyncio.FIRST_COMPLETED)
+            task = asyncio.create_task(self._publish(outgoing))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
         self.pages += 1
         return raw_id
+
+    async def _publish(self, outgoing: list[Outgoing]) -> None:
+        try:
+            await self.services.runs.publish(outgoing)
+        except Exception as exc:
+            # Committed items stay unpublished in the ledger; the outbox sweep publishes them.
+            log.warning(
+                "transform item not published, left to the outbox sweep",
+                run_id=self.ctx.run_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    async def flush(self) -> None:
+        """Wait for the transform items still being published."""
+        while self._publishing:
+            await asyncio.gather(*self._publishing, return_exceptions=True)
 
     async def follow_up(self, key: str, payload: dict[str, Any]) -> None:
         await self.services.runs.emit(
@@ -247,10 +275,14 @@ class StageHandlers:
         step_ctx = StepContext(ctx, integration, self.s.pool, self.s.config)
         try:
             await step.extract(step_ctx, delivery.raw, out)
-        except BaseException:
+        except BaseException as exc:
             # Calls made by a failed attempt still count against the source's budget.
             await self.s.runs.record_api_calls(ctx.run_id, out.api_calls)
+            if not isinstance(exc, asyncio.CancelledError):
+                await out.flush()  # cancelled: the publishing tasks finish on their own
             raise
+        # An extraction item is done only once what it stored is on its way.
+        await out.flush()
         await self.s.runs.complete(ctx, item_key, records=out.pages, api_calls=out.api_calls)
 
     async def _replay_pages(self, ctx: RunContext, step: str, item_key: str) -> int:

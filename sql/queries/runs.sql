@@ -34,16 +34,18 @@ SELECT r.id AS run_id, r.tenant_id, r.job_id, r.outcome, r.current_step, r.steps
 SELECT outcome, current_step FROM etl_job_runs WHERE id = $1 FOR NO KEY UPDATE;
 
 -- name: insert_item
-INSERT INTO etl_run_items (run_id, item_key, tenant_id, step, stage, queue, message)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT DO NOTHING
-RETURNING item_key;
-
--- name: count_created
-INSERT INTO etl_run_stages (run_id, step, stage, created, started_at)
-VALUES ($1, $2, $3, $4, now())
+-- Records an item and counts it in its stage in one round trip. Returns the stage's count
+-- of created items including this one, or no row when the item was recorded before.
+WITH item AS (
+    INSERT INTO etl_run_items (run_id, item_key, tenant_id, step, stage, queue, message)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT DO NOTHING
+    RETURNING step, stage
+)
+INSERT INTO etl_run_stages AS s (run_id, step, stage, created, started_at)
+SELECT $1, step, stage, 1, now() FROM item
 ON CONFLICT (run_id, step, stage) DO UPDATE
-   SET created = etl_run_stages.created + EXCLUDED.created
+   SET created = s.created + EXCLUDED.created
 RETURNING created;
 
 -- name: item_state

@@ -24,7 +24,6 @@ from etld.jobs.runs import RunContext
 from etld.jobs.status import StepDef
 from etld.simulator import ApiCallCounter, FaultPlan, JiraSite, create_jira_app, generate_site
 from etld.sources.base import Integration, RawPage, Step, StepContext, get_source
-from etld.sources.checkpoints import write_checkpoint
 from etld.store.queries import SQL
 from etld.workers.stages import insert_page, page_body
 
@@ -66,9 +65,9 @@ class PageStore:
         body = page_body(payload, verbatim)
         async with self.pool.acquire() as conn, conn.transaction():
             # step None: only re-transform runs look it up
-            raw_id, _ = await insert_page(conn, self.run, type_, body, item_count, page_key, None)
-            if checkpoint is not None:
-                await write_checkpoint(conn, self.run.run_id, *checkpoint)
+            raw_id, _ = await insert_page(
+                conn, self.run, type_, body, item_count, page_key, None, checkpoint
+            )
         self.raw_ids.append(raw_id)
         self.keys.append((type_, page_key))
         return raw_id
