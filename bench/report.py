@@ -107,6 +107,19 @@ def jira_rows(r: Mapping[str, Any]) -> list[Row]:
             Row("jira_sync", "CPU seconds per 1,000 issues", r["cpu_seconds_per_1000"], "s")
         )
     rows.append(Row("jira_sync", "peak RSS", r["peak_rss_bytes"] / MiB, "MiB", target="<= 512 MiB"))
+    unchanged = r.get("cold_run", {}).get("unchanged_incremental")
+    if unchanged:
+        per_project = unchanged["api_calls"] / max(unchanged["projects"], 1)
+        rows += [
+            Row("jira_sync", "unchanged incremental: calls/project", per_project, "", target="<=3"),
+            Row(
+                "jira_sync",
+                "unchanged incremental: re-embedded",
+                unchanged["work_items_written"],
+                "items",
+                target="0",
+            ),
+        ]
     return rows
 
 
