@@ -1,6 +1,6 @@
 """`python -m bench`: run every benchmark present, one process each, then the end-to-end report.
 
-    python -m bench [--issues 100000] [--prs 500] [--only NAME ...] [--report-only]
+    python -m bench [--issues 100000] [--prs 5000] [--only NAME ...] [--report-only]
 
 `--issues` sizes the Jira sync bench (100,000 by default, as `make bench` measures it; on two
 cores that takes several minutes, so `--issues 10000` is the quick figure) and `--prs` the
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = (__doc__ or "").split("\n")[0]
     parser = argparse.ArgumentParser(prog="python -m bench", description=summary)
     parser.add_argument("--issues", type=int, default=100_000, help="Jira issues (100000)")
-    parser.add_argument("--prs", type=int, default=500, help="GitHub pull requests (500)")
+    parser.add_argument("--prs", type=int, default=5000, help="GitHub pull requests (5000)")
     parser.add_argument("--only", nargs="+", choices=ORDER, metavar="NAME", help="these only")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report only")
     args = parser.parse_args(argv)

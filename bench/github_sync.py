@@ -155,7 +155,7 @@ async def run_steps(
 ) -> dict[str, float]:
     from etld.jobs.runs import RunContext
     from etld.jobs.status import StepDef
-    from etld.sources.base import Integration, RawPage, StepContext, get_source
+    from etld.sources.base import Integration, RawPage, Step, StepContext, get_source
     from etld.store.queries import SQL
 
     tenant_id, integration_id, job_id = ids
@@ -196,13 +196,16 @@ async def run_steps(
         ]
         await bounded(workers, batches)
         figures["extract_seconds"] += time.perf_counter() - t1
-        async with pool.acquire() as conn:
-            rows = [
-                await conn.fetchrow(SQL["raw.get_for_tenant"], i, tenant_id) for i in out.raw_ids
-            ]
-        pages = [RawPage(r["id"], r["type"], r["raw_payload"]) for r in rows]
-        await bounded(workers, [step.transform(ctx, page, Sink()) for page in pages])
-        figures["pages"] += len(pages)
+
+        async def transform(raw_id: int, step: Step = step) -> None:
+            # One page read when its turn comes, as a transform worker does: never a whole
+            # step's pages in memory at once.
+            async with pool.acquire() as conn:
+                r = await conn.fetchrow(SQL["raw.get_for_tenant"], raw_id, tenant_id)
+            await step.transform(ctx, RawPage(r["id"], r["type"], r["raw_payload"]), Sink())
+
+        await bounded(workers, [transform(raw_id) for raw_id in out.raw_ids])
+        figures["pages"] += len(out.raw_ids)
         figures["bytes"] += out.bytes
     figures["seconds"] = time.perf_counter() - t0
     async with pool.acquire() as conn:
