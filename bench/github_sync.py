@@ -119,7 +119,7 @@ class Pages:
 
         body = page_body(payload, verbatim)
         self.bytes += len(body)
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn:  # page and checkpoint: one statement
             raw_id, _ = await insert_page(
                 conn, self.run, type_, body, item_count, page_key, self.step, checkpoint
             )

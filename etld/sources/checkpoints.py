@@ -25,11 +25,4 @@ async def save_checkpoint(
     pool: asyncpg.Pool, run_id: int, key: str, value: Mapping[str, Any]
 ) -> None:
     async with pool.acquire() as conn:
-        await write_checkpoint(conn, run_id, key, value)
-
-
-async def write_checkpoint(
-    conn: asyncpg.Connection, run_id: int, key: str, value: Mapping[str, Any]
-) -> None:
-    """Save on a connection the caller holds (inside its transaction, if it has one)."""
-    await conn.execute(SQL["runs.put_checkpoint"], run_id, key, dict(value))
+        await conn.execute(SQL["runs.put_checkpoint"], run_id, key, dict(value))

@@ -10,6 +10,8 @@ import orjson
 
 from etld.errors import StartupError, redact_url, url_host
 
+_JSONB_VERSION = b"\x01"  # the only binary jsonb format PostgreSQL has
+
 
 class RawJson(bytes):
     """JSON text that is stored as it is, never parsed and encoded again (a page as received)."""
@@ -29,9 +31,6 @@ def _decode_jsonb(data: bytes) -> Any:
     if data[:1] != _JSONB_VERSION:
         raise ValueError(f"unsupported jsonb wire format version {data[:1]!r}")
     return orjson.loads(memoryview(data)[1:])
-
-
-_JSONB_VERSION = b"\x01"
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

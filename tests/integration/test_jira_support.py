@@ -63,7 +63,7 @@ class PageStore:
         if self.crash_after is not None and len(self.raw_ids) >= self.crash_after:
             raise Crash(f"crashed before storing {type_}/{page_key}")
         body = page_body(payload, verbatim)
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn:  # page and checkpoint: one statement
             # step None: only re-transform runs look it up
             raw_id, _ = await insert_page(
                 conn, self.run, type_, body, item_count, page_key, None, checkpoint

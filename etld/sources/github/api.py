@@ -1,6 +1,6 @@
 """One GitHub account as the steps see it: the sync options, the API client with the
-integration's tokens, lists followed page by page along `Link` with conditional requests,
-and the run checkpoint that lets an interrupted extraction resume.
+integration's tokens, and lists followed page by page along `Link` with conditional
+requests. Checkpoints are etld/sources/checkpoints.py's.
 
 Conditional requests: every stored answer's ETag is kept per URL (`Etags`, in PostgreSQL),
 with what a later 304 needs in its place: the next page and, for lists the scan reads, the
@@ -22,8 +22,6 @@ from yarl import URL
 
 from etld.secrets import SecretError, integration_secret
 from etld.sources.base import ExtractOutput, StepContext
-from etld.sources.checkpoints import load_checkpoint as load_checkpoint
-from etld.sources.checkpoints import save_checkpoint as save_checkpoint
 from etld.sources.http import (
     GITHUB_LIMITS,
     ApiClient,

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from etld.sources.base import ExtractOutput, RawPage, StepContext, TransformOutput
+from etld.sources.checkpoints import load_checkpoint, save_checkpoint
 from etld.sources.github.api import (
     Etags,
     GitHubOptions,
@@ -29,9 +30,7 @@ from etld.sources.github.api import (
     first_error,
     github_session,
     list_url,
-    load_checkpoint,
     parse_time,
-    save_checkpoint,
     window_start,
 )
 from etld.sources.github.steps_repos import GitHubStep, run_repositories

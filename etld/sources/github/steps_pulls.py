@@ -28,6 +28,7 @@ from typing import Any
 
 from etld.logs import get_logger
 from etld.sources.base import ExtractOutput, StepContext
+from etld.sources.checkpoints import load_checkpoint, save_checkpoint
 from etld.sources.github.api import (
     COMMITS_CAP,
     Etags,
@@ -39,9 +40,7 @@ from etld.sources.github.api import (
     first_error,
     github_session,
     list_url,
-    load_checkpoint,
     parse_time,
-    save_checkpoint,
     window_start,
 )
 from etld.sources.github.steps_repos import GitHubStep, run_repositories

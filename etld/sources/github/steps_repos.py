@@ -16,6 +16,7 @@ from typing import Any
 
 from etld.logs import get_logger
 from etld.sources.base import ExtractOutput, RawPage, Step, StepContext, TransformOutput
+from etld.sources.checkpoints import load_checkpoint, save_checkpoint
 from etld.sources.github.api import (
     Etags,
     GitHubOptions,
@@ -23,9 +24,7 @@ from etld.sources.github.api import (
     fetch_list,
     github_session,
     list_url,
-    load_checkpoint,
     parse_time,
-    save_checkpoint,
 )
 from etld.sources.http import ApiClient, HttpStatusError, MalformedResponse
 from etld.store.queries import SQL

@@ -29,7 +29,8 @@ from typing import Any
 
 from etld.logs import get_logger
 from etld.sources.base import StepContext
-from etld.sources.github.api import Json, list_url, load_checkpoint
+from etld.sources.checkpoints import load_checkpoint
+from etld.sources.github.api import Json, list_url
 from etld.sources.github.steps_repos import repo_ref
 from etld.sources.http import ApiClient, HttpStatusError, MalformedResponse
 from etld.store.queries import SQL

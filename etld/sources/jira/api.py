@@ -1,5 +1,5 @@
 """One Jira site as the steps see it: the API client of an integration, the sync options,
-offset paging, and the run checkpoint that lets an interrupted extraction resume."""
+and offset paging. Checkpoints are etld/sources/checkpoints.py's."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from typing import Any
 
 from etld.secrets import SecretError, integration_secret
 from etld.sources.base import ExtractOutput, StepContext
-from etld.sources.checkpoints import load_checkpoint as load_checkpoint
-from etld.sources.checkpoints import save_checkpoint as save_checkpoint
 from etld.sources.http import (
     JIRA_LIMITS,
     ApiClient,

@@ -26,16 +26,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from etld.logs import get_logger
 from etld.sources.base import ExtractOutput, StepContext
+from etld.sources.checkpoints import load_checkpoint, save_checkpoint
 from etld.sources.http import ApiClient, HttpStatusError, MalformedResponse, Verbatim
-from etld.sources.jira.api import (
-    API,
-    JiraOptions,
-    expect_object,
-    jira_session,
-    load_checkpoint,
-    offset_pages,
-    save_checkpoint,
-)
+from etld.sources.jira.api import API, JiraOptions, expect_object, jira_session, offset_pages
 from etld.sources.jira.steps_meta import JiraStep
 from etld.sources.jira.targets import target_refs, targets_jql
 from etld.sources.jira.transform_issues import load_issue_ids, load_issue_page
