@@ -204,10 +204,9 @@ class JobMessage(_Base):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ExtractionMessage(_Base):
-    """Fetch one piece of source data (`extraction_queue_{tier}`)."""
+class _SourceItem(_Base):
+    """The fields extraction and transform messages share: which source, and where in the run."""
 
-    KIND: ClassVar[str] = "extraction"
     REQUIRED: ClassVar[dict[str, Any]] = {
         "tenant_id": _id,
         "integration_id": _id,
@@ -229,22 +228,20 @@ class ExtractionMessage(_Base):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TransformMessage(_Base):
+class ExtractionMessage(_SourceItem):
+    """Fetch one piece of source data (`extraction_queue_{tier}`)."""
+
+    KIND: ClassVar[str] = "extraction"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransformMessage(_SourceItem):
     """Transform one stored raw page (`transform_queue_{tier}`)."""
 
     KIND: ClassVar[str] = "transform"
-    REQUIRED: ClassVar[dict[str, Any]] = {**ExtractionMessage.REQUIRED, "raw_data_id": _id}
-    OPTIONAL: ClassVar[dict[str, Any]] = {"last_sync_date": _timestamp}
+    REQUIRED: ClassVar[dict[str, Any]] = {**_SourceItem.REQUIRED, "raw_data_id": _id}
 
-    integration_id: int
-    job_id: int
-    type: str
-    provider: str
-    first_item: bool
-    last_item: bool
-    last_job_item: bool
     raw_data_id: int
-    last_sync_date: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
