@@ -204,9 +204,10 @@ class JobMessage(_Base):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _SourceItem(_Base):
-    """The fields extraction and transform messages share: which source, and where in the run."""
+class ExtractionMessage(_Base):
+    """Fetch one piece of source data (`extraction_queue_{tier}`)."""
 
+    KIND: ClassVar[str] = "extraction"
     REQUIRED: ClassVar[dict[str, Any]] = {
         "tenant_id": _id,
         "integration_id": _id,
@@ -228,20 +229,22 @@ class _SourceItem(_Base):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ExtractionMessage(_SourceItem):
-    """Fetch one piece of source data (`extraction_queue_{tier}`)."""
-
-    KIND: ClassVar[str] = "extraction"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TransformMessage(_SourceItem):
+class TransformMessage(_Base):
     """Transform one stored raw page (`transform_queue_{tier}`)."""
 
     KIND: ClassVar[str] = "transform"
-    REQUIRED: ClassVar[dict[str, Any]] = {**_SourceItem.REQUIRED, "raw_data_id": _id}
+    REQUIRED: ClassVar[dict[str, Any]] = {**ExtractionMessage.REQUIRED, "raw_data_id": _id}
+    OPTIONAL: ClassVar[dict[str, Any]] = {"last_sync_date": _timestamp}
 
+    integration_id: int
+    job_id: int
+    type: str
+    provider: str
+    first_item: bool
+    last_item: bool
+    last_job_item: bool
     raw_data_id: int
+    last_sync_date: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
