@@ -155,8 +155,9 @@ async def run_steps(
 ) -> dict[str, float]:
     from etld.jobs.runs import RunContext
     from etld.jobs.status import StepDef
-    from etld.sources.base import Integration, RawPage, Step, StepContext, get_source
+    from etld.sources.base import Integration, Step, StepContext, get_source
     from etld.store.queries import SQL
+    from etld.workers.stages import read_page
 
     tenant_id, integration_id, job_id = ids
     steps = get_source("github").steps({})
@@ -201,8 +202,9 @@ async def run_steps(
             # One page read when its turn comes, as a transform worker does: never a whole
             # step's pages in memory at once.
             async with pool.acquire() as conn:
-                r = await conn.fetchrow(SQL["raw.get_for_tenant"], raw_id, tenant_id)
-            await step.transform(ctx, RawPage(r["id"], r["type"], r["raw_payload"]), Sink())
+                page = await read_page(conn, raw_id, tenant_id)
+            assert page is not None
+            await step.transform(ctx, page, Sink())
 
         await bounded(workers, [transform(raw_id) for raw_id in out.raw_ids])
         figures["pages"] += len(out.raw_ids)

@@ -13,18 +13,8 @@ from etld.errors import StartupError, redact_url, url_host
 _JSONB_VERSION = b"\x01"  # the only binary jsonb format PostgreSQL has
 
 
-class RawJson(bytes):
-    """JSON text that is stored as it is, never parsed and encoded again (a page as received)."""
-
-
-def _encode_json(value: Any) -> bytes:
-    if isinstance(value, RawJson):
-        return value
-    return orjson.dumps(value)
-
-
 def _encode_jsonb(value: Any) -> bytes:
-    return _JSONB_VERSION + _encode_json(value)
+    return _JSONB_VERSION + orjson.dumps(value)
 
 
 def _decode_jsonb(data: bytes) -> Any:
@@ -39,7 +29,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     # times faster than the stdlib json codec.
     await conn.set_type_codec(
         "json",
-        encoder=_encode_json,
+        encoder=orjson.dumps,
         decoder=orjson.loads,
         schema="pg_catalog",
         format="binary",

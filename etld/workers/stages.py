@@ -30,7 +30,6 @@ from etld.sources.base import (
     UnknownProvider,
     get_source,
 )
-from etld.store.pool import RawJson
 from etld.store.queries import SQL
 from etld.workers.errors import Reject
 from etld.workers.pagecache import CachedPage, PageCache
@@ -59,25 +58,25 @@ class StageServices:
     pages: PageCache = field(default_factory=PageCache)
 
 
-def page_body(payload: Any, verbatim: Mapping[str, bytes] | None = None) -> RawJson:
+def page_body(payload: Any, verbatim: Mapping[str, bytes] | None = None) -> bytes:
     """A page's JSON text: the top-level values `verbatim` names exactly as they were
     received (never decoded and encoded again), everything else encoded here."""
     if not verbatim:
-        return RawJson(orjson.dumps(payload))
+        return orjson.dumps(payload)
     if not isinstance(payload, dict):
         raise TypeError("a page with verbatim parts must be a JSON object")
     parts = [
         orjson.dumps(str(key)) + b":" + (verbatim.get(key) or orjson.dumps(value))
         for key, value in payload.items()
     ]
-    return RawJson(b"{" + b",".join(parts) + b"}")
+    return b"{" + b",".join(parts) + b"}"
 
 
 async def insert_page(
     conn: asyncpg.Connection,
     run: RunContext,
     type_: str,
-    body: RawJson,
+    body: bytes,
     item_count: int | None,
     page_key: str,
     step: str | None,
@@ -110,6 +109,14 @@ async def insert_page(
     if raw_id is None:
         raise RuntimeError(f"raw page {page_key} of run {run.run_id} vanished")
     return raw_id, row is not None and bool(row["inserted"])
+
+
+async def read_page(conn: asyncpg.Connection, raw_id: int, tenant_id: int) -> RawPage | None:
+    """A stored page of the tenant, parsed; None when there is no such page."""
+    row = await conn.fetchrow(SQL["raw.get_for_tenant"], raw_id, tenant_id)
+    if row is None:
+        return None
+    return RawPage(row["id"], row["type"], orjson.loads(row["raw_payload"]))
 
 
 class _ExtractEmitter:
@@ -314,19 +321,18 @@ class StageHandlers:
         raw_id = int(_require(delivery.raw, "raw_data_id"))
         _, step = _source_step(ctx, step_name)
         cached = self.s.pages.take(raw_id, ctx.tenant_id)
+        page: RawPage | None
         if cached is not None:
-            page_type, payload = cached.type, cached.payload
+            page = RawPage(raw_id, cached.type, cached.payload)
         else:
             async with self.s.pool.acquire() as conn:
-                row = await conn.fetchrow(SQL["raw.get_for_tenant"], raw_id, ctx.tenant_id)
-            if row is None:
+                page = await read_page(conn, raw_id, ctx.tenant_id)
+            if page is None:
                 raise Reject(f"raw_extraction_data {raw_id} not found for tenant {ctx.tenant_id}")
-            page_type, payload = row["type"], row["raw_payload"]
         integration = await _integration(self.s.pool, ctx.integration_id)
         collector = _TransformCollector()
         step_ctx = StepContext(ctx, integration, self.s.pool, self.s.config)
         try:
-            page = RawPage(raw_id, page_type, payload)
             records = await step.transform(step_ctx, page, collector)
         except Reject as exc:
             async with self.s.pool.acquire() as conn:

@@ -3,8 +3,9 @@
 -- name: store_page
 -- A redelivered extraction stores the same page again: (run, type, page_key) makes that
 -- a no-op that still returns the existing row's id (and says it inserted nothing).
--- $11/$12: the extraction's checkpoint key and value after this page (NULL: none), saved
--- by the same statement, so the cursor commits with the page at no extra round trip.
+-- $6: the page's JSON text as UTF-8 bytes. $11/$12: the extraction's checkpoint key and
+-- value after this page (NULL: none), saved by the same statement, so the cursor commits
+-- with the page at no extra round trip.
 WITH checkpoint AS (
     INSERT INTO etl_run_checkpoints (run_id, key, value, updated_at)
     SELECT $4, $11::text, $12::jsonb, now() WHERE $11::text IS NOT NULL
@@ -13,7 +14,7 @@ WITH checkpoint AS (
 ), inserted AS (
     INSERT INTO raw_extraction_data (tenant_id, integration_id, job_id, run_id, type,
                                      raw_payload, payload_size, item_count, page_key, step)
-    VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8, $9, $10)
+    VALUES ($1, $2, $3, $4, $5, convert_from($6::bytea, 'UTF8'), $7, $8, $9, $10)
     ON CONFLICT (run_id, type, page_key) DO NOTHING
     RETURNING id
 )

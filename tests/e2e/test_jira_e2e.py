@@ -243,7 +243,7 @@ async def test_full_incremental_and_retransform_runs_match_the_site(make_world: 
     assert not incremental.full_sync
     pages = await rows(
         world.pool,
-        "SELECT type, raw_payload FROM raw_extraction_data WHERE run_id = $1",
+        "SELECT type, raw_payload::json AS raw_payload FROM raw_extraction_data WHERE run_id = $1",
         incremental.run_id,
     )
     stored = {

@@ -25,6 +25,7 @@ from etld.simulator.github_web import STATUSES, RateLimits
 from etld.sources.base import Integration, RawPage, Step, StepContext, get_source
 from etld.store.queries import SQL
 from etld.workers.errors import Retry
+from etld.workers.stages import read_page
 from tests.integration.test_jira_support import Collector, PageStore
 
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
@@ -131,11 +132,10 @@ class GitHub:
 
     async def pages(self, raw_ids: Sequence[int]) -> list[RawPage]:
         async with self.pool.acquire() as conn:
-            rows = [
-                await conn.fetchrow(SQL["raw.get_for_tenant"], raw_id, self.tenant_id)
-                for raw_id in dict.fromkeys(raw_ids)
+            pages = [
+                await read_page(conn, raw_id, self.tenant_id) for raw_id in dict.fromkeys(raw_ids)
             ]
-        return [RawPage(r["id"], r["type"], r["raw_payload"]) for r in rows]
+        return [p for p in pages if p is not None]
 
     async def transform(
         self, run: RunContext, step: Step, raw_ids: Sequence[int], *, reverse: bool = False

@@ -25,7 +25,7 @@ from etld.jobs.status import StepDef
 from etld.simulator import ApiCallCounter, FaultPlan, JiraSite, create_jira_app, generate_site
 from etld.sources.base import Integration, RawPage, Step, StepContext, get_source
 from etld.store.queries import SQL
-from etld.workers.stages import insert_page, page_body
+from etld.workers.stages import insert_page, page_body, read_page
 
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
 USER = "etl@example.com"
@@ -171,11 +171,10 @@ class Jira:
 
     async def pages(self, raw_ids: Sequence[int]) -> list[RawPage]:
         async with self.pool.acquire() as conn:
-            rows = [
-                await conn.fetchrow(SQL["raw.get_for_tenant"], raw_id, self.tenant_id)
-                for raw_id in dict.fromkeys(raw_ids)
+            pages = [
+                await read_page(conn, raw_id, self.tenant_id) for raw_id in dict.fromkeys(raw_ids)
             ]
-        return [RawPage(r["id"], r["type"], r["raw_payload"]) for r in rows]
+        return [p for p in pages if p is not None]
 
     async def transform(
         self, run: RunContext, step: Step, raw_ids: Sequence[int]

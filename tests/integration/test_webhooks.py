@@ -228,7 +228,9 @@ async def test_jira_burst_makes_one_targeted_extraction(
         targets = await conn.fetch("SELECT * FROM webhook_targets")
         events = await conn.fetchval("SELECT count(*) FROM webhook_events")
         pages = await conn.fetch(
-            "SELECT type, raw_payload FROM raw_extraction_data WHERE run_id = $1", run["id"]
+            "SELECT type, raw_payload::json AS raw_payload FROM raw_extraction_data"
+            " WHERE run_id = $1",
+            run["id"],
         )
         after = {
             r["external_id"]: (r["summary"], r["last_updated_at"])
