@@ -277,26 +277,42 @@ class Runs:
     async def complete(
         self, ctx: RunContext, item_key: str, *, records: int = 0, api_calls: int = 0
     ) -> bool:
-        """Mark an item done and move the run on; False when it was already settled."""
+        """Mark an item done and move the run on; False when it was already settled.
+
+        Completions of one run are serialised by its row lock, so each is kept to a few
+        statements; the stage counter goes last (see below)."""
         changes = _Changes()
         async with self.pool.acquire() as conn, conn.transaction():
-            locked = await conn.fetchrow(SQL["runs.lock_run"], ctx.run_id)
+            locked = await conn.fetchrow(SQL["runs.lock_context"], ctx.run_id)
             if locked is None:
                 return False
-            marked = await conn.fetchrow(SQL["runs.mark_item"], ctx.run_id, item_key, "done", None)
+            marked = await conn.fetchrow(
+                SQL["runs.mark_done"],
+                ctx.run_id,
+                item_key,
+                api_calls,
+                peak_rss_bytes(),
+                self.clock(),
+            )
             if marked is None:
                 return False
-            await conn.execute(
-                SQL["runs.count_done"], ctx.run_id, marked["step"], marked["stage"], records
-            )
-            await conn.execute(
-                SQL["runs.progress"], ctx.run_id, api_calls, peak_rss_bytes(), self.clock()
-            )
+            stage = (marked["step"], marked["stage"])
+            # The counter row is shared with whoever creates items of this stage (each page
+            # store counts its transform item there): updated last, it stays locked for one
+            # statement and the commit instead of the whole completion. A completion that
+            # ends the run or starts the next step reads the counters again (totals, the next
+            # step's status), so then it is updated first.
+            counted = False
             if locked["outcome"] == "RUNNING":
-                fresh = await self.context(ctx.run_id, conn)
-                assert fresh is not None
-                await self._advance(conn, fresh, changes)
+                fresh = RunContext.from_row(locked)
+                progress = await self._evaluate(conn, fresh, counted=stage)
+                if progress.complete or progress.failed_step or progress.next_step_ready:
+                    await conn.execute(SQL["runs.count_done"], ctx.run_id, *stage, records)
+                    counted = True
+                await self._advance(conn, fresh, changes, progress=progress)
             crash_point("status_update")
+            if not counted:
+                await conn.execute(SQL["runs.count_done"], ctx.run_id, *stage, records)
         await self._publish(changes.outgoing)
         return True
 
@@ -413,18 +429,30 @@ class Runs:
         await self._advance(conn, started, changes, allow_next=False)
         log.info("step started", run_id=ctx.run_id, step=step.name, order=index)
 
-    async def _evaluate(self, conn: asyncpg.Connection, ctx: RunContext) -> st.Progress:
-        """The run's step-by-stage states, from its per-stage counters."""
+    async def _evaluate(
+        self, conn: asyncpg.Connection, ctx: RunContext, counted: tuple[str, str] | None = None
+    ) -> st.Progress:
+        """The run's step-by-stage states, from its per-stage counters; `counted` is a
+        (step, stage) with one more item done than its counter says yet."""
         counters = {
             (r["step"], r["stage"]): st.StageCount(r["created"], r["done"], r["failed"])
             for r in await conn.fetch(SQL["runs.stage_counters"], ctx.run_id)
         }
+        if counted is not None:
+            seen = counters.get(counted, st.StageCount())
+            counters[counted] = st.StageCount(seen.created, seen.done + 1, seen.failed)
         return st.evaluate(ctx.steps, counters, ctx.current_step)
 
     async def _advance(
-        self, conn: asyncpg.Connection, ctx: RunContext, changes: _Changes, allow_next: bool = True
+        self,
+        conn: asyncpg.Connection,
+        ctx: RunContext,
+        changes: _Changes,
+        allow_next: bool = True,
+        progress: st.Progress | None = None,
     ) -> None:
-        progress = await self._evaluate(conn, ctx)
+        if progress is None:
+            progress = await self._evaluate(conn, ctx)
         if progress.failed_step is not None:
             await self._fail(conn, ctx, f"step {progress.failed_step} failed", progress.status)
             return
@@ -487,21 +515,15 @@ class Runs:
     async def _set_status(
         self, conn: asyncpg.Connection, tenant_id: int, job_id: int, status: dict[str, Any]
     ) -> None:
-        changed = await conn.fetchval(SQL["runs.set_job_status"], job_id, status)
-        if changed is not None:
-            await self.announce(conn, tenant_id, job_id, status)
+        # Stored and, only if it changed, announced: one statement.
+        event = _status_event(tenant_id, job_id, status)
+        await conn.execute(SQL["runs.set_job_status_announce"], job_id, status, event)
 
     async def announce(
         self, conn: asyncpg.Connection, tenant_id: int, job_id: int, status: dict[str, Any]
     ) -> None:
-        event = {
-            "type": "job_status_update",
-            "tenant_id": tenant_id,
-            "job_id": job_id,
-            "status": status,
-        }
         # Delivered by PostgreSQL at commit, to every daemon's listener: database first.
-        await conn.execute(SQL["runs.notify_status"], orjson.dumps(event).decode())
+        await conn.execute(SQL["runs.notify_status"], _status_event(tenant_id, job_id, status))
 
     async def _publish(self, outgoing: list[Outgoing]) -> None:
         if not outgoing:
@@ -513,3 +535,14 @@ class Runs:
         async with self.pool.acquire() as conn:
             for run_id, keys in by_run.items():
                 await conn.execute(SQL["runs.mark_published"], run_id, keys)
+
+
+def _status_event(tenant_id: int, job_id: int, status: dict[str, Any]) -> str:
+    """The WebSocket feed's message for a job's new status."""
+    event = {
+        "type": "job_status_update",
+        "tenant_id": tenant_id,
+        "job_id": job_id,
+        "status": status,
+    }
+    return orjson.dumps(event).decode()

@@ -33,6 +33,19 @@ SELECT r.id AS run_id, r.tenant_id, r.job_id, r.outcome, r.current_step, r.steps
 -- checkpoints) take their foreign-key share lock without waiting for a completion.
 SELECT outcome, current_step FROM etl_job_runs WHERE id = $1 FOR NO KEY UPDATE;
 
+-- name: lock_context
+-- lock_run and context in one round trip, for a completion.
+SELECT r.id AS run_id, r.tenant_id, r.job_id, r.outcome, r.current_step, r.steps, r.full_sync,
+       r.config, r.started_at, r.trigger, r.watchdog_requeues,
+       j.name AS job_name, j.job_type, j.last_sync_date, j.integration_id,
+       i.provider, i.active AS integration_active, t.tier
+  FROM etl_job_runs r
+  JOIN etl_jobs j ON j.id = r.job_id
+  JOIN integrations i ON i.id = j.integration_id
+  JOIN tenants t ON t.id = r.tenant_id
+ WHERE r.id = $1
+   FOR NO KEY UPDATE OF r;
+
 -- name: insert_item
 -- Records an item and counts it in its stage in one round trip. Returns the stage's count
 -- of created items including this one, or no row when the item was recorded before.
@@ -56,6 +69,24 @@ UPDATE etl_run_items
    SET state = $3, done_at = now(), error = $4
  WHERE run_id = $1 AND item_key = $2 AND state = 'pending'
 RETURNING step, stage;
+
+-- name: mark_done
+-- A completion under the run's lock: the item done and the run's progress stamped (as in
+-- progress: $3 API calls to add, $4 peak RSS, $5 now), or no row when the item was settled
+-- before, which changes nothing.
+WITH marked AS (
+    UPDATE etl_run_items
+       SET state = 'done', done_at = now(), error = NULL
+     WHERE run_id = $1 AND item_key = $2 AND state = 'pending'
+    RETURNING step, stage
+), stamped AS (
+    UPDATE etl_job_runs
+       SET api_calls = api_calls + $3,
+           last_progress_at = $5,
+           peak_memory_bytes = GREATEST(COALESCE(peak_memory_bytes, 0), $4)
+     WHERE id = $1 AND EXISTS (SELECT FROM marked)
+)
+SELECT step, stage FROM marked;
 
 -- name: count_done
 UPDATE etl_run_stages SET done = done + 1, records = records + $4
@@ -101,6 +132,15 @@ UPDATE etl_run_items SET state = 'cancelled', done_at = now()
 UPDATE etl_jobs SET status = $2, updated_at = now()
  WHERE id = $1 AND status IS DISTINCT FROM $2
 RETURNING tenant_id;
+
+-- name: set_job_status_announce
+-- set_job_status, and notify_status with $3 only when the status changed.
+WITH changed AS (
+    UPDATE etl_jobs SET status = $2, updated_at = now()
+     WHERE id = $1 AND status IS DISTINCT FROM $2
+    RETURNING id
+)
+SELECT pg_notify('etld_status', $3) FROM changed;
 
 -- name: set_job_finished
 -- A successful run moves last_sync_date to its start, so the next incremental run asks
