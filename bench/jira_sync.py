@@ -171,6 +171,8 @@ async def etld_run(args: argparse.Namespace) -> dict[str, Any]:
         servers = server_cpu_seconds()
         assert daemon.pool is not None
         stages = await stage_spans(daemon.pool, report.run_id) if report.run_id else {}
+        pages = daemon.services["stages"].pages
+        hits, misses = pages.hits, pages.misses
         unchanged = await unchanged_run(config, daemon, args) if args.incremental else None
     finally:
         await daemon.shutdown()
@@ -193,6 +195,9 @@ async def etld_run(args: argparse.Namespace) -> dict[str, Any]:
         "work_items": report.tables.get("work_items", {}).get("rows", 0),
         "changelogs": report.tables.get("changelogs", {}).get("rows", 0),
         "unchanged_incremental": unchanged,
+        # Transforms that found their page still parsed in memory, and those that read it
+        # back from PostgreSQL and parsed it again.
+        "page_cache": {"hits": hits, "misses": misses},
     }
 
 
@@ -465,10 +470,13 @@ def report(result: dict[str, Any]) -> None:
         for stage, figures in hot["stages"].items()
     )
     copy = ", ".join(f"{t} {s:.2f}s" for t, s in lim["copy_seconds"].items())
+    cache = hot.get("page_cache", {})  # absent from results older than the figure
     notes = [
         f"etld run {hot['run_seconds']:.1f}s ({hot['cpu_seconds']:.1f}s CPU in the etld process), "
         f"{hot['pages']} raw pages ({hot['page_bytes'] / MiB:,.0f} MiB), "
-        f"{hot['work_items']:,} work items, {hot['changelogs']:,} changelog rows",
+        f"{hot['work_items']:,} work items, {hot['changelogs']:,} changelog rows; "
+        f"pages transformed from memory {cache.get('hits', 0)}, read back "
+        f"{cache.get('misses', 0)}",
         f"stages (overlapping): {spans}; CPU of the etld process during the run "
         f"{hot['run_cpu_seconds']:.1f}s; meanwhile "
         + ", ".join(f"{k} {v:.1f}s" for k, v in hot["server_cpu_seconds"].items()),

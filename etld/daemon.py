@@ -145,16 +145,17 @@ class Daemon:
             assert self.pool is not None
             if "handlers" in self.services:  # given by an embedding program or a test
                 handlers = self.services["handlers"]
-            elif vectors is None:
-                handlers = default_handlers(
-                    StageServices(self.pool, self.services["runs"], self.config)
-                )
             else:
-                services = StageServices(
-                    self.pool, self.services["runs"], self.config, embeddings_enabled=True
+                stages = StageServices(
+                    self.pool,
+                    self.services["runs"],
+                    self.config,
+                    embeddings_enabled=vectors is not None,
                 )
-                handlers = default_handlers(services)
-                handlers["embedding"] = vectors.embedding_handler(services)
+                self.services["stages"] = stages
+                handlers = default_handlers(stages)
+                if vectors is not None:
+                    handlers["embedding"] = vectors.embedding_handler(stages)
             parts.append(ConsumerPool(self, handlers=handlers))
         if "scheduler" in self.roles:
             from etld.jobs.notify import NotificationDelivery

@@ -10,15 +10,27 @@ holds. A transform takes its page out (a page is transformed once; a retry or an
 daemon reads PostgreSQL, as does everything after an eviction). The cache is bounded by the
 pages' serialised size, least recently stored first out. Payloads are shared, not copied:
 neither the extraction nor a transform may change a payload after storing or reading it.
+
+Transforms take pages in about the order they were stored, so the page pushed out when the
+cache is full is the one due next: an extraction that outruns its transforms makes every
+further page a read back. While transforms in this process are taking pages, a producer
+therefore waits for room before storing another (`wait_for_room`), for a bounded time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_BUDGET = 32 * 1024 * 1024  # serialised bytes; parsed pages take several times that
+# A producer waits for room only while transforms here took a page this recently (a daemon
+# whose transforms run elsewhere never waits), and for at most ROOM_WAIT per page.
+TAKING_WINDOW = 2.0
+ROOM_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,23 @@ class PageCache:
         self.hits = 0
         self.misses = 0
         self._pages: OrderedDict[int, CachedPage] = OrderedDict()
+        self._last_take = float("-inf")  # time.monotonic() of the last page taken
+        self._room = asyncio.Event()  # set whenever a page leaves
+
+    async def wait_for_room(self, size: int, timeout: float = ROOM_WAIT) -> float:
+        """Wait until a page of `size` fits without pushing another out, while transforms in
+        this process are taking pages; at most `timeout`. Returns the seconds waited."""
+        started = time.monotonic()
+        deadline = started + timeout
+        while self.size + size > self.budget and size <= self.budget:
+            now = time.monotonic()
+            if now - self._last_take > TAKING_WINDOW or now >= deadline:
+                break
+            self._room.clear()
+            # Woken when a page leaves; on a timeout, check again whether transforms still take.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), min(deadline, now + TAKING_WINDOW) - now)
+        return time.monotonic() - started
 
     def put(self, raw_id: int, page: CachedPage) -> None:
         if page.size > self.budget:
@@ -48,6 +77,7 @@ class PageCache:
             self._drop(oldest)
 
     def take(self, raw_id: int, tenant_id: int) -> CachedPage | None:
+        self._last_take = time.monotonic()
         page = self._pages.get(raw_id)
         if page is None or page.tenant_id != tenant_id:
             self.misses += 1
@@ -60,6 +90,7 @@ class PageCache:
         page = self._pages.pop(raw_id, None)
         if page is not None:
             self.size -= page.size
+            self._room.set()
 
     def __len__(self) -> int:
         return len(self._pages)

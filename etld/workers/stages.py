@@ -144,6 +144,7 @@ class _ExtractEmitter:
         checkpoint: tuple[str, Mapping[str, Any]] | None = None,
     ) -> int:
         body = page_body(payload, verbatim)
+        await self.services.pages.wait_for_room(len(body))
         runs = self.services.runs
         # The page, the item that transforms it and the cursor past it commit together: one
         # commit per page, never a stored page without its item, and never a cursor that is
