@@ -83,13 +83,17 @@ def rabbitmqctl(*args: str) -> None:
 
 @contextlib.asynccontextmanager
 async def fresh_database(label: str) -> AsyncIterator[str]:
-    """The URL of an empty database, dropped on exit (migrations are the caller's)."""
+    """The URL of an empty database, dropped on exit (migrations are the caller's) unless
+    ETLD_BENCH_KEEP is set, to look into what a run wrote."""
     name = f"etld_bench_{label}_{uuid.uuid4().hex[:8]}"
     await pg_admin(f'CREATE DATABASE "{name}"')
     try:
         yield pg_url(name)
     finally:
-        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if os.environ.get("ETLD_BENCH_KEEP"):
+            print(f"kept database {name}")
+        else:
+            await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager
