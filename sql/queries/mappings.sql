@@ -107,7 +107,7 @@ SELECT s.id, s.external_id, s.name, s.category, m.flow_category, m.source, m.upd
 -- $3: [{status_id, flow_category, source}]; statuses outside the integration are ignored.
 INSERT INTO status_mappings AS m (tenant_id, integration_id, status_id, flow_category, source)
 SELECT $1, $2, s.id, r.flow_category, r.source
-  FROM jsonb_to_recordset($3::jsonb) AS r (status_id bigint, flow_category text, source text)
+  FROM json_to_recordset($3::json) AS r (status_id bigint, flow_category text, source text)
   JOIN statuses s ON s.id = r.status_id AND s.tenant_id = $1 AND s.integration_id = $2
 ON CONFLICT (tenant_id, status_id) DO UPDATE
    SET flow_category = EXCLUDED.flow_category, source = EXCLUDED.source, updated_at = now()
@@ -163,7 +163,7 @@ UPDATE work_items AS w
        direct_completion = r.direct_completion,
        source_hash = NULL,
        last_updated_at = now()
-  FROM jsonb_to_recordset($3::jsonb) AS r (
+  FROM json_to_recordset($3::json) AS r (
        id bigint, work_first_committed_at timestamptz, work_first_started_at timestamptz,
        work_last_started_at timestamptz, work_first_completed_at timestamptz,
        work_last_completed_at timestamptz, total_work_starts integer, total_completions integer,

@@ -60,7 +60,7 @@ SELECT
     r.custom_field_13, r.custom_field_14, r.custom_field_15, r.custom_field_16,
     r.custom_field_17, r.custom_field_18, r.custom_field_19, r.custom_field_20,
     r.updated, r.source_hash
-  FROM jsonb_to_recordset($3::jsonb) AS r (
+  FROM json_to_recordset($3::json) AS r (
        external_id text, key text, type text, status text, summary text, description text,
        priority text, assignee text, assignee_account_id text, reporter text, labels text[],
        parent_key text, resolution text, created timestamptz, updated timestamptz,
@@ -157,7 +157,7 @@ ON CONFLICT DO NOTHING;
 -- $4: a JSON array of objects with external_id and payload; RETURNING lists the rows written.
 INSERT INTO {table} AS t (tenant_id, integration_id, external_id, payload, raw_id)
 SELECT $1, $2, r.external_id, r.payload, $3
-  FROM jsonb_to_recordset($4::jsonb) AS r (external_id text, payload jsonb)
+  FROM json_to_recordset($4::json) AS r (external_id text, payload jsonb)
 ON CONFLICT (tenant_id, integration_id, external_id) DO UPDATE
    SET payload = EXCLUDED.payload, raw_id = EXCLUDED.raw_id, updated_at = now()
  WHERE t.raw_id <= EXCLUDED.raw_id AND t.payload IS DISTINCT FROM EXCLUDED.payload

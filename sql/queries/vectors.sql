@@ -70,7 +70,7 @@ INSERT INTO qdrant_vectors AS q (tenant_id, table_name, record_id, external_id, 
                                  collection_name, point_id, model, variant, text_hash)
 SELECT $1, $2, r.record_id, r.external_id, r.source_type, r.collection_name, r.point_id,
        r.model, r.variant, r.text_hash
-  FROM jsonb_to_recordset($3::jsonb) AS r (record_id bigint, external_id text,
+  FROM json_to_recordset($3::json) AS r (record_id bigint, external_id text,
                                            source_type text, collection_name text,
                                            point_id uuid, model text, variant text,
                                            text_hash text)
