@@ -13,7 +13,9 @@ budget).
 
 The limit is the least any program could do with the same data and hardware: orjson parsing
 of the same search pages, and COPY of the same work_items and changelogs rows into tables of
-the same shape and indexes; no HTTP, no queue, no raw page storage. Reported: issues/s (etld
+the same shape and indexes; no HTTP, no queue, no raw page storage. One pass of it is a few
+seconds and swings more than a run does, so it is measured three times and the median pass
+is the limit. Reported: issues/s (etld
 vs limit, and per stage over each stage's own span), rows/s into PostgreSQL (work_items and
 changelogs over the transform stage's span, vs the limit's COPY), API calls per 1,000
 issues, CPU seconds of the etld process per 1,000 issues during the run (PostgreSQL's and
@@ -278,42 +280,58 @@ def profiled_etld_run(args: argparse.Namespace) -> dict[str, Any]:
 # -- the limit -------------------------------------------------------------------------------------
 
 
+LIMIT_PASSES = 3  # the limit is one tight pass, noisier than a run: the median pass is taken
+
+
 async def measure_limit(db_url: str) -> dict[str, Any]:
-    """orjson parse of the run's search pages + COPY of its work_items and changelogs."""
+    """orjson parse of the run's search pages + COPY of its work_items and changelogs, in
+    LIMIT_PASSES passes; the pass with the median total is the limit."""
     conn = await asyncpg.connect(db_url)
     try:
         texts = await conn.fetch(
-            "SELECT raw_payload::text AS body FROM raw_extraction_data WHERE type = ANY($1)",
+            "SELECT raw_payload AS body FROM raw_extraction_data WHERE type = ANY($1)",
             list(ISSUE_PAGE_TYPES),
         )
         pages = [orjson.dumps(orjson.loads(r["body"])) for r in texts]  # compact, as served
         del texts
-        started = time.perf_counter()
-        for page in pages:
-            orjson.loads(page)
-        parse_s = time.perf_counter() - started
+        passes = []
+        for _ in range(LIMIT_PASSES):
+            passes.append(await _limit_pass(conn, pages))
         page_bytes = sum(len(p) for p in pages)
         del pages
-        tables: dict[str, float] = {}
-        await conn.execute("DROP SCHEMA IF EXISTS bench_limit CASCADE; CREATE SCHEMA bench_limit")
-        for table in ("work_items", "changelogs"):
-            records = await conn.fetch(f"SELECT * FROM public.{table}")
-            await conn.execute(
-                f"CREATE TABLE bench_limit.{table} (LIKE public.{table} INCLUDING DEFAULTS "
-                "INCLUDING CONSTRAINTS INCLUDING INDEXES)"
-            )
-            columns = list(records[0].keys()) if records else []
-            started = time.perf_counter()
-            await conn.copy_records_to_table(
-                table, records=records, columns=columns, schema_name="bench_limit"
-            )
-            tables[table] = time.perf_counter() - started
-        await conn.execute("DROP SCHEMA bench_limit CASCADE")
     finally:
         await conn.close()
+    passes.sort(key=lambda p: p["seconds"])
+    return {
+        **passes[len(passes) // 2],
+        "parsed_bytes": page_bytes,
+        "pass_seconds": [p["seconds"] for p in passes],
+    }
+
+
+async def _limit_pass(conn: asyncpg.Connection, pages: list[bytes]) -> dict[str, Any]:
+    started = time.perf_counter()
+    for page in pages:
+        orjson.loads(page)
+    parse_s = time.perf_counter() - started
+    tables: dict[str, float] = {}
+    await conn.execute("DROP SCHEMA IF EXISTS bench_limit CASCADE; CREATE SCHEMA bench_limit")
+    for table in ("work_items", "changelogs"):
+        records = await conn.fetch(f"SELECT * FROM public.{table}")
+        await conn.execute(
+            f"CREATE TABLE bench_limit.{table} (LIKE public.{table} INCLUDING DEFAULTS "
+            "INCLUDING CONSTRAINTS INCLUDING INDEXES)"
+        )
+        columns = list(records[0].keys()) if records else []
+        started = time.perf_counter()
+        await conn.copy_records_to_table(
+            table, records=records, columns=columns, schema_name="bench_limit"
+        )
+        tables[table] = time.perf_counter() - started
+        del records
+    await conn.execute("DROP SCHEMA bench_limit CASCADE")
     return {
         "parse_seconds": parse_s,
-        "parsed_bytes": page_bytes,
         "copy_seconds": tables,
         "seconds": parse_s + sum(tables.values()),
     }
@@ -480,7 +498,9 @@ def report(result: dict[str, Any]) -> None:
         f"stages (overlapping): {spans}; CPU of the etld process during the run "
         f"{hot['run_cpu_seconds']:.1f}s; meanwhile "
         + ", ".join(f"{k} {v:.1f}s" for k, v in hot["server_cpu_seconds"].items()),
-        f"limit {lim['seconds']:.2f}s: orjson parse {lim['parse_seconds']:.2f}s of "
+        f"limit {lim['seconds']:.2f}s (median of "
+        + ", ".join(f"{x:.2f}" for x in lim.get("pass_seconds", [lim["seconds"]]))
+        + f"): orjson parse {lim['parse_seconds']:.2f}s of "
         f"{lim['parsed_bytes'] / MiB:,.0f} MiB; COPY {copy}",
         f"first run against the live simulator: {result['cold_issues_per_s']:,.0f} issues/s; "
         f"measured run replayed {result['replayed']['hits']} answers "
