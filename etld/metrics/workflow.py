@@ -51,7 +51,7 @@ def default_flow_category(jira_category_key: str | None) -> FlowCategory:
     return _JIRA_CATEGORY_DEFAULTS.get(jira_category_key, TODO)
 
 
-def parse_jira_datetime(value: str | int) -> datetime:
+def parse_jira_datetime(value: object) -> datetime:
     """Parse a Jira timestamp into an aware datetime.
 
     Accepts ISO 8601 with a ``+0800``, ``+08:00`` or ``Z`` offset (Jira writes the first form) and
