@@ -283,7 +283,7 @@ class Runs:
         statements; the stage counter goes last (see below)."""
         changes = _Changes()
         async with self.pool.acquire() as conn, conn.transaction():
-            locked = await conn.fetchrow(SQL["runs.lock_context"], ctx.run_id)
+            locked = await conn.fetchrow(SQL["runs.lock_run"], ctx.run_id)
             if locked is None:
                 return False
             marked = await conn.fetchrow(
@@ -304,7 +304,8 @@ class Runs:
             # step's status), so then it is updated first.
             counted = False
             if locked["outcome"] == "RUNNING":
-                fresh = RunContext.from_row(locked)
+                fresh = await self.context(ctx.run_id, conn)
+                assert fresh is not None
                 progress = await self._evaluate(conn, fresh, counted=stage)
                 if progress.complete or progress.failed_step or progress.next_step_ready:
                     await conn.execute(SQL["runs.count_done"], ctx.run_id, *stage, records)

@@ -33,19 +33,6 @@ SELECT r.id AS run_id, r.tenant_id, r.job_id, r.outcome, r.current_step, r.steps
 -- checkpoints) take their foreign-key share lock without waiting for a completion.
 SELECT outcome, current_step FROM etl_job_runs WHERE id = $1 FOR NO KEY UPDATE;
 
--- name: lock_context
--- lock_run and context in one round trip, for a completion.
-SELECT r.id AS run_id, r.tenant_id, r.job_id, r.outcome, r.current_step, r.steps, r.full_sync,
-       r.config, r.started_at, r.trigger, r.watchdog_requeues,
-       j.name AS job_name, j.job_type, j.last_sync_date, j.integration_id,
-       i.provider, i.active AS integration_active, t.tier
-  FROM etl_job_runs r
-  JOIN etl_jobs j ON j.id = r.job_id
-  JOIN integrations i ON i.id = j.integration_id
-  JOIN tenants t ON t.id = r.tenant_id
- WHERE r.id = $1
-   FOR NO KEY UPDATE OF r;
-
 -- name: insert_item
 -- Records an item and counts it in its stage in one round trip. Returns the stage's count
 -- of created items including this one, or no row when the item was recorded before.
