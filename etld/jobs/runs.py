@@ -196,7 +196,7 @@ class Runs:
         )
         if run_id is None:
             return None
-        await self._set_status(conn, tenant_id, job_id, st.fresh_status(steps, "RUNNING"))
+        await self.set_status(conn, tenant_id, job_id, st.fresh_status(steps, "RUNNING"))
         return int(run_id)
 
     async def start(self, run_id: int) -> None:
@@ -460,7 +460,7 @@ class Runs:
         if progress.complete:
             await self._finish(conn, ctx, "FINISHED", None, progress.status)
             return
-        await self._set_status(conn, ctx.tenant_id, ctx.job_id, progress.status)
+        await self.set_status(conn, ctx.tenant_id, ctx.job_id, progress.status)
         if allow_next and progress.next_step_ready:
             await self._start_step(conn, ctx, ctx.current_step + 1, changes)
 
@@ -513,10 +513,10 @@ class Runs:
             )
         log.info("run ended", run_id=ctx.run_id, job_id=ctx.job_id, outcome=outcome, error=error)
 
-    async def _set_status(
+    async def set_status(
         self, conn: asyncpg.Connection, tenant_id: int, job_id: int, status: dict[str, Any]
     ) -> None:
-        # Stored and, only if it changed, announced: one statement.
+        """Store a job's status and, only if it changed, announce it: one statement."""
         event = _status_event(tenant_id, job_id, status)
         await conn.execute(SQL["runs.set_job_status_announce"], job_id, status, event)
 

@@ -115,13 +115,8 @@ RETURNING started_at, job_id, tenant_id;
 UPDATE etl_run_items SET state = 'cancelled', done_at = now()
  WHERE run_id = $1 AND state = 'pending';
 
--- name: set_job_status
-UPDATE etl_jobs SET status = $2, updated_at = now()
- WHERE id = $1 AND status IS DISTINCT FROM $2
-RETURNING tenant_id;
-
 -- name: set_job_status_announce
--- set_job_status, and notify_status with $3 only when the status changed.
+-- A job's status, and notify_status with $3 only when the status changed.
 WITH changed AS (
     UPDATE etl_jobs SET status = $2, updated_at = now()
      WHERE id = $1 AND status IS DISTINCT FROM $2

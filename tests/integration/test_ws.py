@@ -13,7 +13,6 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
-from etld.store.queries import SQL
 from etld.web.app import create_app
 from etld.web.events import HUB, StatusHub
 from tests.integration.test_api_jobs import World, add_job, build_world, web_config
@@ -46,8 +45,7 @@ async def commit_status(world: World, tenant: str, new: dict[str, Any]) -> float
     pool = world.runs.pool
     tenant_id, job_id = world.tenants[tenant], world.jobs[tenant]
     async with pool.acquire() as conn, conn.transaction():
-        await conn.fetchval(SQL["runs.set_job_status"], job_id, new)
-        await world.runs.announce(conn, tenant_id, job_id, new)
+        await world.runs.set_status(conn, tenant_id, job_id, new)
         return time.perf_counter()
 
 
