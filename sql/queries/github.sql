@@ -1,7 +1,7 @@
 -- GitHub source: extraction checkpoints and ETags, and the idempotent loads of each transform.
--- Row sets travel as one JSON array parameter read by json_to_recordset (a single pass over
--- the text; jsonb_to_recordset first builds a jsonb value, 30% more server CPU), so a page is one
--- statement per table whatever its size.
+-- Row sets travel as one JSON array parameter read by json_to_recordset (one pass over the
+-- text; jsonb_to_recordset first builds a jsonb value, a third more server CPU), so a page is
+-- one statement per table whatever its size.
 
 -- name: get_etags
 SELECT url, etag, meta FROM github_etags WHERE integration_id = $1 AND url = ANY($2::text[]);
@@ -27,10 +27,10 @@ SELECT $1, $2, x.external_id, x.full_name, x.owner, x.name, x.default_branch,
        COALESCE(x.private, false), COALESCE(x.archived, false), x.html_url, x.description,
        x.created, x.updated, x.pushed_at
   FROM json_to_recordset($3::json) AS x (external_id text, full_name text, owner text,
-                                           name text, default_branch text, private boolean,
-                                           archived boolean, html_url text, description text,
-                                           created timestamptz, updated timestamptz,
-                                           pushed_at timestamptz)
+                                         name text, default_branch text, private boolean,
+                                         archived boolean, html_url text, description text,
+                                         created timestamptz, updated timestamptz,
+                                         pushed_at timestamptz)
 ON CONFLICT (tenant_id, integration_id, external_id) DO UPDATE
    SET full_name = EXCLUDED.full_name, owner = EXCLUDED.owner, name = EXCLUDED.name,
        default_branch = EXCLUDED.default_branch, private = EXCLUDED.private,
@@ -79,13 +79,13 @@ UPDATE pull_requests AS p
        merged_at = r.merged_at, html_url = r.html_url, source_updated_at = r.updated,
        deleted_at = NULL, last_updated_at = now()
   FROM json_to_recordset($3::json) AS r (number integer, title text, body text, state text,
-                                           draft boolean, merged boolean, author_login text,
-                                           head_ref text, base_ref text, head_sha text,
-                                           additions integer, deletions integer,
-                                           changed_files integer, commits_count integer,
-                                           created timestamptz, updated timestamptz,
-                                           closed_at timestamptz, merged_at timestamptz,
-                                           html_url text)
+                                         draft boolean, merged boolean, author_login text,
+                                         head_ref text, base_ref text, head_sha text,
+                                         additions integer, deletions integer,
+                                         changed_files integer, commits_count integer,
+                                         created timestamptz, updated timestamptz,
+                                         closed_at timestamptz, merged_at timestamptz,
+                                         html_url text)
  WHERE p.tenant_id = $1 AND p.repository_id = $2 AND p.number = r.number
    AND (p.source_updated_at IS NULL OR p.source_updated_at <= r.updated)
    AND (p.title, p.body, p.state, p.draft, p.merged, p.author_login, p.head_ref, p.base_ref,
@@ -105,10 +105,10 @@ RETURNING p.id, p.number;
 -- (a force push).
 WITH incoming AS (
     SELECT * FROM json_to_recordset($2::json) AS r (pull_request_id bigint, sha text,
-                                                      message text, author_name text,
-                                                      author_email text, author_login text,
-                                                      authored_at timestamptz,
-                                                      committed_at timestamptz)
+                                                    message text, author_name text,
+                                                    author_email text, author_login text,
+                                                    authored_at timestamptz,
+                                                    committed_at timestamptz)
 ), stale AS (
     DELETE FROM pr_commits c
      WHERE c.pull_request_id = ANY($3::bigint[])
@@ -133,8 +133,8 @@ ON CONFLICT (pull_request_id, sha) DO UPDATE
 -- $2: review rows; $3: pull requests whose every review is in $2.
 WITH incoming AS (
     SELECT * FROM json_to_recordset($2::json) AS r (pull_request_id bigint, external_id text,
-                                                      author_login text, state text,
-                                                      body text, submitted_at timestamptz)
+                                                    author_login text, state text,
+                                                    body text, submitted_at timestamptz)
 ), stale AS (
     DELETE FROM pr_reviews v
      WHERE v.pull_request_id = ANY($3::bigint[])
@@ -162,7 +162,7 @@ UPDATE pull_requests AS p
        truncated = COALESCE(r.truncated, p.truncated),
        last_updated_at = now()
   FROM json_to_recordset($1::json) AS r (id bigint, updated timestamptz,
-                                           commits_count integer, truncated jsonb)
+                                         commits_count integer, truncated jsonb)
  WHERE p.id = r.id
    AND (p.details_updated_at, p.commits_count, p.truncated)
        IS DISTINCT FROM (GREATEST(p.details_updated_at, r.updated),
@@ -177,8 +177,8 @@ WITH incoming AS (
     SELECT p.id AS pull_request_id, r.external_id, r.author_login, r.body, r.path, r.created,
            r.updated
       FROM json_to_recordset($4::json) AS r (external_id text, number integer,
-                                               author_login text, body text, path text,
-                                               created timestamptz, updated timestamptz)
+                                             author_login text, body text, path text,
+                                             created timestamptz, updated timestamptz)
       JOIN pull_requests p ON p.repository_id = $2 AND p.number = r.number
 )
 INSERT INTO pr_comments AS c (tenant_id, pull_request_id, external_id, kind, author_login, body,
@@ -261,8 +261,8 @@ WITH incoming AS (
     SELECT DISTINCT ON (w.id, r.pull_request_id, r.source)
            w.id AS work_item_id, r.pull_request_id, r.repository, r.number, r.url, r.source
       FROM json_to_recordset($4::json) AS r (pull_request_id bigint, repository text,
-                                               number integer, url text, key text,
-                                               source text)
+                                             number integer, url text, key text,
+                                             source text)
       JOIN work_items w ON w.tenant_id = $1 AND w.key = r.key AND w.deleted_at IS NULL
 ), stale AS (
     DELETE FROM work_items_prs_links l

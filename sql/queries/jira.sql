@@ -1,7 +1,7 @@
 -- Jira source: extraction checkpoints, and the idempotent bulk loads of each transform.
--- Row sets travel as one JSON array parameter read by json_to_recordset (a single pass over
--- the text; jsonb_to_recordset first builds a jsonb value, 30% more server CPU), so a page is one
--- statement whatever its size, and every column name is spelled out here.
+-- Row sets travel as one JSON array parameter read by json_to_recordset (one pass over the
+-- text; jsonb_to_recordset first builds a jsonb value, a third more server CPU), so a page is
+-- one statement whatever its size, and every column name is spelled out here.
 
 -- name: active_projects
 SELECT external_id, key FROM projects
@@ -13,8 +13,8 @@ INSERT INTO projects AS p (tenant_id, integration_id, external_id, key, name, pr
                            raw_updated_at)
 SELECT $1, $2, r.external_id, r.key, r.name, r.project_type, r.lead, r.raw_updated_at
   FROM json_to_recordset($3::json) AS r (external_id text, key text, name text,
-                                           project_type text, lead text,
-                                           raw_updated_at timestamptz)
+                                         project_type text, lead text,
+                                         raw_updated_at timestamptz)
 ON CONFLICT (tenant_id, integration_id, external_id) DO UPDATE
    SET key = EXCLUDED.key, name = EXCLUDED.name, project_type = EXCLUDED.project_type,
        lead = EXCLUDED.lead, raw_updated_at = EXCLUDED.raw_updated_at, active = true,
@@ -30,8 +30,8 @@ INSERT INTO wits AS w (tenant_id, integration_id, external_id, name, description
 SELECT $1, $2, r.external_id, r.name, r.description, r.hierarchy_level,
        COALESCE(r.subtask, false), r.icon_url
   FROM json_to_recordset($3::json) AS r (external_id text, name text, description text,
-                                           hierarchy_level integer, subtask boolean,
-                                           icon_url text)
+                                         hierarchy_level integer, subtask boolean,
+                                         icon_url text)
 ON CONFLICT (tenant_id, integration_id, external_id) DO UPDATE
    SET name = EXCLUDED.name, description = EXCLUDED.description,
        hierarchy_level = EXCLUDED.hierarchy_level, subtask = EXCLUDED.subtask,
@@ -67,7 +67,7 @@ ON CONFLICT DO NOTHING;
 INSERT INTO statuses AS s (tenant_id, integration_id, external_id, name, category, description)
 SELECT $1, $2, r.external_id, r.name, r.category, r.description
   FROM json_to_recordset($3::json) AS r (external_id text, name text, category text,
-                                           description text)
+                                         description text)
 ON CONFLICT (tenant_id, integration_id, external_id) DO UPDATE
    SET name = EXCLUDED.name,
        category = COALESCE(EXCLUDED.category, s.category),
@@ -273,11 +273,11 @@ WITH incoming AS (
     SELECT r.work_item_id, r.external_id, fs.id AS from_status_id, ts.id AS to_status_id,
            r.transition_start_date, r.transition_change_date, r.time_in_status_seconds, r.author
       FROM json_to_recordset($4::json) AS r (work_item_id bigint, external_id text,
-                                               from_ext text, to_ext text,
-                                               transition_start_date timestamptz,
-                                               transition_change_date timestamptz,
-                                               time_in_status_seconds double precision,
-                                               author text)
+                                             from_ext text, to_ext text,
+                                             transition_start_date timestamptz,
+                                             transition_change_date timestamptz,
+                                             time_in_status_seconds double precision,
+                                             author text)
       LEFT JOIN statuses fs ON fs.tenant_id = $1 AND fs.integration_id = $2 AND fs.external_id = r.from_ext
       LEFT JOIN statuses ts ON ts.tenant_id = $1 AND ts.integration_id = $2 AND ts.external_id = r.to_ext
 ), stale AS (
@@ -344,7 +344,7 @@ WITH items AS (
     SELECT DISTINCT ON (i.id, r.repository, r.number)
            i.id AS work_item_id, r.repository, r.number, r.url
       FROM json_to_recordset($4::json) AS r (issue_id text, repository text, number integer,
-                                               url text)
+                                             url text)
       JOIN items i ON i.external_id = r.issue_id
 ), stale AS (
     DELETE FROM work_items_prs_links l
@@ -377,7 +377,7 @@ INSERT INTO custom_fields AS f (tenant_id, integration_id, external_id, name, fi
 SELECT $1, $2, r.external_id, r.name, r.field_type, COALESCE(r.schema, '{}'),
        COALESCE(r.operations, '[]')
   FROM json_to_recordset($3::json) AS r (external_id text, name text, field_type text,
-                                           schema jsonb, operations jsonb)
+                                         schema jsonb, operations jsonb)
 ON CONFLICT (tenant_id, integration_id, external_id) DO UPDATE
    SET name = EXCLUDED.name,
        field_type = CASE WHEN EXCLUDED.schema = '{}' THEN f.field_type ELSE EXCLUDED.field_type END,

@@ -71,9 +71,9 @@ INSERT INTO qdrant_vectors AS q (tenant_id, table_name, record_id, external_id, 
 SELECT $1, $2, r.record_id, r.external_id, r.source_type, r.collection_name, r.point_id,
        r.model, r.variant, r.text_hash
   FROM json_to_recordset($3::json) AS r (record_id bigint, external_id text,
-                                           source_type text, collection_name text,
-                                           point_id uuid, model text, variant text,
-                                           text_hash text)
+                                         source_type text, collection_name text,
+                                         point_id uuid, model text, variant text,
+                                         text_hash text)
 ON CONFLICT (tenant_id, table_name, record_id) DO UPDATE
    SET external_id = EXCLUDED.external_id, source_type = EXCLUDED.source_type,
        collection_name = EXCLUDED.collection_name, point_id = EXCLUDED.point_id,
