@@ -319,7 +319,8 @@ class Controller:
 
     async def wait_for_end(self, timeout: float) -> dict[str, Any]:
         async def ended() -> bool:
-            return (await self.run_row())["outcome"] != "RUNNING"
+            outcome: str = (await self.run_row())["outcome"]
+            return outcome != "RUNNING"
 
         await wait_for(ended, timeout, f"run {self.run_id} to end", interval=0.2)
         return await self.run_row()

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from etld.cli import main as cli_main
 from etld.config import Config, parse_config
@@ -136,7 +137,9 @@ async def world(pool: asyncpg.Pool, db_url: str) -> World:
 
 
 @pytest.fixture
-async def client(world: World, aiohttp_client: Any) -> TestClient[web.Request, web.Application]:
+async def client(
+    world: World, aiohttp_client: AiohttpClient
+) -> TestClient[web.Request, web.Application]:
     return await aiohttp_client(create_app(world.daemon))
 
 

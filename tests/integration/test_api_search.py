@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from pytest_aiohttp import AiohttpClient
 
 from etld.cli import main as cli_main
 from etld.config import Config
@@ -63,7 +64,7 @@ async def searchable(
 
 @pytest.fixture
 async def client(
-    searchable: tuple[World, VectorServices], aiohttp_client: Any
+    searchable: tuple[World, VectorServices], aiohttp_client: AiohttpClient
 ) -> TestClient[web.Request, web.Application]:
     return await aiohttp_client(create_app(searchable[0].daemon))
 

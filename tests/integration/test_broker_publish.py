@@ -38,8 +38,10 @@ async def test_publish_is_confirmed_and_persistent(
         message_id = await publisher.publish(QUEUE, extraction(1), headers={"x-trace": "abc"})
     [msg] = await drain_queue(amqp_url, QUEUE)
     properties = msg.header.properties
+    headers = properties.headers
+    assert headers is not None
     assert (properties.delivery_mode, properties.message_type) == (2, "extraction")
-    assert (properties.message_id, properties.headers["x-trace"]) == (message_id, "abc")
+    assert (properties.message_id, headers["x-trace"]) == (message_id, "abc")
 
 
 async def test_unroutable_and_oversized_publishes_raise(make_config: Callable[..., Config]) -> None:

@@ -80,11 +80,14 @@ async def test_always_failing_handler_dead_letters_after_max_retries(
 
     [copy] = await drain_queue(amqp_url, "etl.failed")
     headers = copy.header.properties.headers
+    assert headers is not None
     assert orjson.loads(copy.body) == extraction(0)
     assert headers["x-etld-attempts"] == 4
     assert headers["x-etld-reason"] == row.reason
     assert headers["x-etld-error"] == row.error
-    assert "RuntimeError" in headers["x-etld-traceback"]
+    traceback = headers["x-etld-traceback"]
+    assert isinstance(traceback, str)
+    assert "RuntimeError" in traceback
     assert headers["x-etld-original-routing-key"] == QUEUE
     assert headers["x-etld-dead-letter-id"] == row.id
 

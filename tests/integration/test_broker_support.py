@@ -11,7 +11,7 @@ import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TextIO, cast
 
 import aiormq
 import orjson
@@ -42,7 +42,9 @@ def quiet_logging() -> None:
     ours or not, from logging into a closed file.
     """
     configure_logging("warning", "console")
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()))
+    # PrintLogger only writes and flushes: _CurrentStderr is all of TextIO it needs.
+    stderr = cast(TextIO, _CurrentStderr())
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=stderr))
 
 
 @contextlib.asynccontextmanager
@@ -64,14 +66,16 @@ async def running_daemon(
 
 
 async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
+    condition: Callable[[], bool | Awaitable[object]],
+    timeout: float = 10.0,
+    what: str = "condition",
 ) -> None:
     """Poll a condition (sync or async) until true; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if not isinstance(result, bool):
-            result = await result
+            result = bool(await result)
         if result:
             return
         if time.monotonic() > deadline:
@@ -95,13 +99,15 @@ async def queue_counts(url: str, *names: str) -> dict[str, tuple[int, int]]:
     async with amqp(url) as channel:
         for name in names:
             ok = await channel.queue_declare(name, passive=True)
+            assert ok.message_count is not None
+            assert ok.consumer_count is not None
             out[name] = (ok.message_count, ok.consumer_count)
     return out
 
 
 async def drain_queue(url: str, name: str) -> list[aiormq.abc.DeliveredMessage]:
     """Take every ready message off a queue (acked)."""
-    found = []
+    found: list[aiormq.abc.DeliveredMessage] = []
     async with amqp(url) as channel:
         while True:
             msg = await channel.basic_get(name, no_ack=True)

@@ -6,7 +6,7 @@ unchanged re-sync answered by 304s, and a renamed repository."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 import asyncpg
 import pytest
@@ -32,6 +32,10 @@ def make_github(
     return github_factory(pool, aiohttp_server, monkeypatch)
 
 
+@overload
+def sec(ms: int) -> datetime: ...
+@overload
+def sec(ms: None) -> None: ...
 def sec(ms: int | None) -> datetime | None:
     """A truth time as the API renders it: whole seconds."""
     return None if ms is None else datetime.fromtimestamp(ms // 1000, UTC)

@@ -41,7 +41,7 @@ class FakeApi:
     """Records with update times; every endpoint serves them in id order after `since`."""
 
     def __init__(self, count: int) -> None:
-        self.records = [
+        self.records: list[dict[str, Any]] = [
             {
                 "id": n,
                 "title": f"Record {n}",

@@ -78,9 +78,10 @@ async def _embed_all(v: Vectorizer, t: Tenant, operation: str = "update") -> tup
 
 async def _bridge(pool: asyncpg.Pool, tenant_id: int) -> list[asyncpg.Record]:
     async with pool.acquire() as conn:
-        return await conn.fetch(
+        rows: list[asyncpg.Record] = await conn.fetch(
             "SELECT * FROM qdrant_vectors WHERE tenant_id = $1 ORDER BY record_id", tenant_id
         )
+        return rows
 
 
 async def test_each_item_embedded_once_then_nothing_then_only_the_change(

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from etld.web.app import create_app
 from etld.web.events import HUB, StatusHub
@@ -28,7 +29,7 @@ async def world(pool: asyncpg.Pool, db_url: str) -> World:
 
 
 @pytest.fixture
-async def client(world: World, aiohttp_client: Any) -> Client:
+async def client(world: World, aiohttp_client: AiohttpClient) -> Client:
     return await aiohttp_client(create_app(world.daemon))
 
 

@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from etld import dlq
 from etld.secrets import encrypt_secret
@@ -90,7 +91,7 @@ async def world(pool: asyncpg.Pool, db_url: str) -> World:
 
 
 @pytest.fixture
-async def client(world: World, aiohttp_client: Any) -> Client:
+async def client(world: World, aiohttp_client: AiohttpClient) -> Client:
     return await aiohttp_client(create_app(world.daemon))
 
 

@@ -3,12 +3,11 @@ is refused when an integration is created through the API, and nothing is stored
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from etld.sources.urlpolicy import UrlPolicy, UrlPolicyError
 from etld.web.app import create_app
@@ -34,7 +33,7 @@ async def world(pool: asyncpg.Pool, db_url: str) -> World:
 
 
 @pytest.fixture
-async def client(world: World, aiohttp_client: Any) -> Client:
+async def client(world: World, aiohttp_client: AiohttpClient) -> Client:
     return await aiohttp_client(create_app(world.daemon))
 
 

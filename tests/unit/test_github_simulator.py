@@ -100,7 +100,7 @@ async def test_shapes_follow_githubs_examples(aiohttp_client: Any, site: GitHubS
     async def first(path: str) -> dict[str, Any]:
         response = await client.get(path, headers=AUTH)
         assert response.status == 200, path
-        body = await response.json()
+        body: dict[str, Any] | list[dict[str, Any]] = await response.json()
         return body[0] if isinstance(body, list) else body
 
     listed = await first(f"/repos/{repo}/pulls?state=all")

@@ -117,7 +117,8 @@ async def test_a_secondary_limit_told_by_the_body_waits_a_minute_then_longer(
             with pytest.raises(RateLimited) as caught:
                 await api.get("/limited")
             delays.append(caught.value.delay)
-            api._limiter.blocked_until = 0  # type: ignore[union-attr]  (time passes)
+            assert api._limiter is not None
+            api._limiter.blocked_until = 0  # time passes
         assert await api.get("/fine") == {"ok": True}  # a good answer ends the streak
         with pytest.raises(RateLimited) as caught:
             await api.get("/limited")
