@@ -518,7 +518,7 @@ class Runs:
     ) -> None:
         """Store a job's status and, only if it changed, announce it: one statement."""
         event = _status_event(tenant_id, job_id, status)
-        await conn.execute(SQL["runs.set_job_status_announce"], job_id, status, event)
+        await conn.execute(SQL["runs.set_job_status_announce"], job_id, event)
 
     async def announce(
         self, conn: asyncpg.Connection, tenant_id: int, job_id: int, status: dict[str, Any]

@@ -116,13 +116,17 @@ UPDATE etl_run_items SET state = 'cancelled', done_at = now()
  WHERE run_id = $1 AND state = 'pending';
 
 -- name: set_job_status_announce
--- A job's status, and notify_status with $3 only when the status changed.
-WITH changed AS (
-    UPDATE etl_jobs SET status = $2, updated_at = now()
-     WHERE id = $1 AND status IS DISTINCT FROM $2
-    RETURNING id
+-- $2: the status event's JSON text (notify_status's payload), whose "status" is stored; the
+-- event is sent only when the status changed. The status is encoded once, in the event.
+WITH incoming AS (
+    SELECT ($2::text)::jsonb -> 'status' AS status
+), changed AS (
+    UPDATE etl_jobs AS j SET status = i.status, updated_at = now()
+      FROM incoming i
+     WHERE j.id = $1 AND j.status IS DISTINCT FROM i.status
+    RETURNING j.id
 )
-SELECT pg_notify('etld_status', $3) FROM changed;
+SELECT pg_notify('etld_status', $2::text) FROM changed;
 
 -- name: set_job_finished
 -- A successful run moves last_sync_date to its start, so the next incremental run asks
